@@ -228,7 +228,9 @@ class DiverseFL(RobustStrategy):
             try:
                 x, y = sample
                 steps = ctx.local_trainer.steps_for(round(len(y) / self.fraction))
-                guide = ctx.local_trainer(ctx.global_params, x, y, steps=steps)
+                guide = ctx.local_trainer(
+                    ctx.global_params, x, y, steps=steps, server_round=ctx.server_round
+                )
                 guides[row] = guide.to(device=updates.device, dtype=updates.dtype)
             except (RuntimeError, ValueError, IndexError) as err:
                 logger.warning(

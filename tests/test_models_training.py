@@ -35,9 +35,11 @@ def test_every_model_is_covered_and_unknown_rejected():
         "resnet18",
         "vgg11_gn",
         "adult_mlp",
+        "cnn_diversefl",
+        "resnet50",
     }
-    with pytest.raises(ValueError, match="unknown model 'resnet50'"):
-        build_model("resnet50", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="unknown model 'resnet101'"):
+        build_model("resnet101", (3, 32, 32), 10)
 
 
 def test_model_sizes_match_papers():
