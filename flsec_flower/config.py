@@ -86,6 +86,8 @@ class TrainingConfig:
     lr_gamma: float = 0.1
     lr_warmup_rounds: int = 0
     lr_warmup_start: float = 0.0
+    epoch_lr_milestones: list[int] = field(default_factory=list)
+    epoch_lr_gamma: float = 0.1
     momentum: float = 0.0
     worker_momentum: bool = False
     weight_decay: float = 0.0
@@ -221,6 +223,13 @@ def _check_training(t: TrainingConfig, prefix: str) -> None:
         raise ConfigError(
             f"{prefix}.lr_milestones: got {t.lr_milestones!r}, must be increasing rounds >= 1"
         )
+    bad = [m for m in t.epoch_lr_milestones if m < 1]
+    if bad or t.epoch_lr_milestones != sorted(set(t.epoch_lr_milestones)):
+        raise ConfigError(
+            f"{prefix}.epoch_lr_milestones: got {t.epoch_lr_milestones!r}, must be increasing "
+            "local epochs >= 1"
+        )
+    _positive(f"{prefix}.epoch_lr_gamma", t.epoch_lr_gamma)
     if t.lr_milestones and t.lr_schedule != "step":
         raise ConfigError(
             f"{prefix}.lr_milestones: set, but {prefix}.lr_schedule is {t.lr_schedule!r}; "

@@ -146,8 +146,11 @@ def train_local(
 ) -> float:
     """Train ``model`` in place on ``(x, y)``: ``cfg.local_epochs`` epochs or ``local_steps`` steps.
 
-    The learning rate is ``cfg.lr`` throughout (pass :func:`for_round` of
-    the config for a scheduled rate).
+    The learning rate starts at ``cfg.lr`` (pass :func:`for_round` of the
+    config for a round's scheduled rate) and is multiplied by
+    ``cfg.epoch_lr_gamma`` after each local epoch listed in
+    ``cfg.epoch_lr_milestones`` (Bagdasaryan et al., Algorithm 2: "if epoch
+    e in step_sched then lr_adv <- lr_adv / step_rate").
 
     Mini-batches are drawn from a seeded permutation of the tensors, on the
     tensors' device.
@@ -225,6 +228,9 @@ def train_local(
             opt.step()
             total += loss.detach()
             steps += 1
+        if epoch in cfg.epoch_lr_milestones:
+            for group in opt.param_groups:
+                group["lr"] *= cfg.epoch_lr_gamma
     if momentum_buffers is not None:
         for i, p in enumerate(params):
             buf = opt.state[p].get("momentum_buffer")

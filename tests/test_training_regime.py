@@ -52,6 +52,26 @@ def test_linear_warmup_then_step():
     assert got == pytest.approx([0.0625, 0.075, 0.0875, 0.1, 0.1, 0.04, 0.04])
 
 
+def test_epoch_step_decay_inside_a_round():
+    # Bagdasaryan et al.'s step_sched: lr 0.1 for epoch 1, then 0.05 for epoch 2.
+    model = nn.Linear(1, 1)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    cfg = TrainingConfig(
+        lr=0.1, local_epochs=2, batch_size=1, epoch_lr_milestones=[1], epoch_lr_gamma=0.5
+    )
+    train_local(
+        model,
+        torch.ones(1, 1),
+        torch.ones(1, dtype=torch.long),
+        cfg,
+        torch.Generator().manual_seed(0),
+    )
+    w1 = 0.1 * 0.5  # -lr * (sigmoid(0) - 1)
+    w2 = w1 - 0.05 * (sigmoid(2 * w1) - 1.0)
+    assert model.weight.item() == pytest.approx(w2) and model.bias.item() == pytest.approx(w2)
+
+
 # ------------------------------------------------- batch size and local steps
 def test_batch_size_int_or_fraction():
     assert resolve_batch_size(32, 10) == 32
@@ -95,6 +115,7 @@ def test_batch_size_and_regime_config_keys():
         ({"training": {"gradient_noise_std": -1.0}}, "training.gradient_noise_std"),
         ({"server_momentum": 1.0}, "server_momentum"),
         ({"model": {"init": "ones"}}, "model.init"),
+        ({"training": {"epoch_lr_milestones": [0]}}, "training.epoch_lr_milestones"),
     ]
     for raw, key in cases:
         with pytest.raises(ConfigError, match=key):
