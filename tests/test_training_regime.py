@@ -314,3 +314,38 @@ def test_zero_init_is_the_initial_global_model():
     arrays = parameters_to_ndarrays(strategy.initial_parameters)
     assert [a.shape for a in arrays] == [(10, 64), (10,)]
     assert all(not a.any() for a in arrays)
+
+
+def test_adam_first_step_moves_each_parameter_by_lr():
+    # Adam's first step is lr * m_hat / (sqrt(v_hat) + eps) = lr * g / (|g| + eps).
+    model = nn.Linear(1, 1)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    cfg = TrainingConfig(optimizer="adam", lr=0.01, local_steps=1, batch_size=1)
+    train_local(
+        model,
+        torch.ones(1, 1),
+        torch.ones(1, dtype=torch.long),
+        cfg,
+        torch.Generator().manual_seed(0),
+    )
+    step = 0.01 * 0.5 / (0.5 + 1e-8)  # g = sigmoid(0) - 1 = -0.5
+    assert model.weight.item() == pytest.approx(step) and model.bias.item() == pytest.approx(step)
+
+
+def test_attackers_use_attack_training_only_in_their_active_rounds():
+    env = two_param_env(
+        {"lr": 0.1},
+        {
+            "name": "sign_flip",
+            "malicious_ids": [0],
+            "start_round": 2,
+            "end_round": 2,
+            "training": {"lr": 0.7, "local_epochs": 3},
+        },
+    )
+    attacker = Passive(env, nn.Linear(1, 1))
+    assert (attacker.training_config(1).lr, attacker.training_config(1).local_epochs) == (0.1, 1)
+    assert (attacker.training_config(2).lr, attacker.training_config(2).local_epochs) == (0.7, 3)
+    assert attacker.training_config(3).lr == 0.1
+    assert HonestClient(env, nn.Linear(1, 1)).training_config(2).lr == 0.1
