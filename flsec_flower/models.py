@@ -15,7 +15,7 @@ name               architecture
                    (Bagdasaryan et al., CIFAR-10)
 ``resnet50``       torchvision ResNet-50 with the same CIFAR stem (Rance & Svoboda)
 ``vgg11_gn``       VGG-11 with GroupNorm and dropout (DiverseFL, supplementary Table 1)
-``adult_mlp``      103-100-100-1 MLP with one logit (UCI Adult, fairness attack)
+``adult_mlp``      103-100-100-1 MLP with one logit (UCI Adult; not from a paper)
 =================  ==========================================================
 
 Dense layers are sized from the input shape, so ``lenet5`` and ``vgg11_gn``
@@ -264,7 +264,13 @@ def vgg11_gn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def adult_mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """103-100-100-1 MLP with one logit, trained with binary cross-entropy."""
+    """103-100-100-1 MLP with one logit, trained with binary cross-entropy.
+
+    Not from a paper: Rance & Svoboda evaluate the fairness attack only with
+    a ResNet-50 on CIFAR-10 (``resnet50``); this is the project's model for
+    the attack's attribute-group variant on UCI Adult (103 one-hot
+    features). 103*100+100 + 100*100+100 + 100+1 = 20,501 parameters.
+    """
     if num_classes != 2:
         raise ValueError(f"adult_mlp is a binary classifier; the dataset has {num_classes} classes")
     return nn.Sequential(
