@@ -63,19 +63,20 @@ class HonestClient(NumPyClient):
     model : torch.nn.Module, optional
         A model of the run's architecture to reuse (its weights are
         overwritten every round); built from the config when omitted.
-    state : ClientState, optional
-        The client's state across rounds (Flower ``Context.state``); needed
-        by ``training.worker_momentum``.
+
+    Attributes
+    ----------
+    state : ClientState or None
+        The client's state across rounds (Flower ``Context.state``), set by
+        the ClientApp; needed by ``training.worker_momentum``.
     """
 
     adds_gradient_noise: ClassVar[bool] = True
     """Whether ``training.gradient_noise_std`` applies (honest clients only)."""
 
-    def __init__(
-        self, env: ClientEnv, model: nn.Module | None = None, state: ClientState | None = None
-    ) -> None:
+    def __init__(self, env: ClientEnv, model: nn.Module | None = None) -> None:
         self.env = env
-        self.state = state
+        self.state: ClientState | None = None
         self.checkpoint_dir: str | None = None
         self.partition_id = env.partition_id
         if model is None:
@@ -140,7 +141,7 @@ class HonestClient(NumPyClient):
         if self.state is None:
             raise RuntimeError(
                 f"client {self.partition_id}: training.worker_momentum needs the client's "
-                "Context.state (build the client with state=ClientState(...))"
+                "Context.state (set client.state = ClientState(...))"
             )
         stored = self.state.load(MOMENTUM_STATE, server_round, self.checkpoint_dir)
         params = list(self.model.parameters())

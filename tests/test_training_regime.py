@@ -174,13 +174,15 @@ def test_worker_momentum_persists_across_fresh_clients():
     records = RecordDict()
     zero = [np.zeros((1, 1), np.float32), np.zeros(1, np.float32)]
 
-    c1 = HonestClient(env, nn.Linear(1, 1), ClientState(records, 0, 0))
+    c1 = HonestClient(env, nn.Linear(1, 1))
+    c1.state = ClientState(records, 0, 0)
     w1 = fit(c1, zero, 1)
     g1 = sigmoid(0.0) - 1.0  # -0.5
     m1 = g1
     assert w1[0].item() == pytest.approx(-lr * m1) and w1[1].item() == pytest.approx(-lr * m1)
 
-    c2 = HonestClient(env, nn.Linear(1, 1), ClientState(records, 0, 0))  # a fresh client object
+    c2 = HonestClient(env, nn.Linear(1, 1))  # a fresh client object, the node's state
+    c2.state = ClientState(records, 0, 0)
     w2 = fit(c2, [a.astype(np.float32) for a in w1], 2)
     g2 = sigmoid(2 * 0.05) - 1.0
     m2 = beta * m1 + g2  # -0.925...
