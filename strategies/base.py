@@ -277,12 +277,16 @@ class RobustStrategy(FedAvg):
         assert self.layout is not None and self.global_params is not None
         rows: list[np.ndarray] = []
         kept: list[tuple[int, float, dict]] = []
+        scale = None if self.gradient_lr is None else np.float32(-self.gradient_lr(server_round))
         for _, res in results:
             pid = int(res.metrics.get("partition_id", -1))
             arrays = parameters_to_ndarrays(res.parameters)
             reason = self.layout.mismatch(arrays)
             if reason is None:
                 flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
+                if scale is not None:
+                    with np.errstate(over="ignore"):
+                        flat = flat * scale
                 if not np.isfinite(flat).all():
                     reason = "update has non-finite values"
                 elif not (np.isfinite(res.num_examples) and res.num_examples > 0):
@@ -299,10 +303,8 @@ class RobustStrategy(FedAvg):
         )
         for row, i in enumerate(order):
             updates[row] = torch.from_numpy(rows[i]).to(self.device)
-        if self.gradient_lr is None:
+        if scale is None:
             updates -= self.global_params
-        else:
-            updates *= -self.gradient_lr(server_round)
         diag.partition_ids = [kept[i][0] for i in order]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
         ctx = RoundContext(

@@ -238,6 +238,12 @@ def test_server_applies_minus_lr_times_the_aggregate_gradient():
     params, _ = strategy.aggregate_fit(2, [fit_res([2.0, 0.0], 0), fit_res([4.0, -2.0], 1)], [])
     # x - (0.1 / 2) * mean(g) = [1, 2] - 0.05 * [3, -1]
     assert parameters_to_ndarrays(params)[0] == pytest.approx([0.85, 2.05])
+    # A gradient that overflows once scaled by -lr is rejected, not aggregated.
+    strategy.gradient_lr = lambda r: 10.0
+    huge = [fit_res([3e38, 0.0], 0), fit_res([1.0, 1.0], 1)]
+    params, metrics = strategy.aggregate_fit(3, huge, [])
+    assert metrics["num_rejected"] == 1
+    assert parameters_to_ndarrays(params)[0] == pytest.approx([0.85 - 10.0, 2.05 - 10.0])
 
 
 def test_server_momentum_two_rounds_by_hand():
