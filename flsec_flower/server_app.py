@@ -8,6 +8,7 @@ its config comes from the run config (``[tool.flwr.app.config]`` plus
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -63,18 +64,24 @@ class ServerSideTrainer:
         y: torch.Tensor,
         steps: int | None = None,
         server_round: int = 1,
+        reference_size: int | None = None,
     ) -> torch.Tensor:
         """Train from ``global_flat`` on ``(x, y)``; return ``x_trained - x_global``.
 
-        The regime is the honest clients': ``training``'s optimiser, batch
-        size (a fraction resolves against ``len(x)``), local epochs or
-        steps, and the learning rate of ``server_round``.
+        The regime is the honest clients': ``training``'s optimiser, local
+        epochs or steps, the learning rate of ``server_round``, and the
+        batch size, a fraction of which is taken of ``reference_size``
+        examples (the local set of the client imitated; default ``len(x)``).
+        DiverseFL's guide on a sample smaller than the client's batch is
+        thus one step on the whole sample, as its eq. 6.
         """
         set_weights(self.model, self.layout.unflatten(global_flat))
         self.calls += 1
         gen = torch.Generator().manual_seed(self.cfg.seed * 7_368_787 + self.calls)
         x, y = x.to(self.device), y.to(self.device)
         cfg = for_round(self.cfg.training, max(1, server_round))
+        size = len(x) if reference_size is None else reference_size
+        cfg = dataclasses.replace(cfg, batch_size=resolve_batch_size(cfg.batch_size, size))
         train_local(self.model, x, y, cfg, gen, max_steps=steps)
         return self.layout.flatten(get_weights(self.model), global_flat.device) - global_flat
 

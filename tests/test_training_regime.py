@@ -314,6 +314,12 @@ def test_server_side_trainer_follows_the_honest_regime():
     u4 = trainer(flat, x, y, server_round=4)
     assert float(u1.abs().sum()) > 0
     assert torch.allclose(u4, 0.5 * u1, atol=1e-6)
+    # A 10% batch of a 1000-example client is 100 examples: the whole 50-example sample.
+    tenth = from_dict(
+        {"model": {"name": "logreg"}, "training": {"batch_size": 0.1, "local_steps": 1}}
+    )
+    guide = ServerSideTrainer(tenth, ParamLayout.of(init))(flat, x, y, steps=1, reference_size=1000)
+    assert torch.allclose(guide, u1, atol=1e-6)
 
 
 def test_zero_init_is_the_initial_global_model():
