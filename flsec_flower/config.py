@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,9 +178,9 @@ class ExperimentConfig:
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}: got {value!r}, must be {bound}")
+        raise ConfigError(f"{key}: got {value!r}, must be finite and {bound}")
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -252,8 +253,8 @@ def attacker_training(cfg: ExperimentConfig) -> TrainingConfig:
     """The attackers' training settings: ``training`` with ``attack.training`` on top.
 
     ``attack.training`` may set any key of ``training`` (e.g. the backdoor
-    attacker's own ``lr``, ``local_epochs`` and ``lr_milestones``, as in
-    Bagdasaryan et al.); keys it does not set keep the honest value.
+    attacker's own ``lr``, ``local_epochs`` and ``epoch_lr_milestones``, as
+    in Bagdasaryan et al.); keys it does not set keep the honest value.
     """
     if cfg.attack is None or not cfg.attack.training:
         return cfg.training

@@ -116,6 +116,8 @@ def test_batch_size_and_regime_config_keys():
         ({"server_momentum": 1.0}, "server_momentum"),
         ({"model": {"init": "ones"}}, "model.init"),
         ({"training": {"epoch_lr_milestones": [0]}}, "training.epoch_lr_milestones"),
+        ({"training": {"gradient_noise_std": float("nan")}}, "training.gradient_noise_std"),
+        ({"training": {"lr": float("inf")}}, "training.lr"),
     ]
     for raw, key in cases:
         with pytest.raises(ConfigError, match=key):
