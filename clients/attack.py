@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from flwr.common import Scalar
 
 from clients.honest import HonestClient
-from flsec_flower.config import ExperimentConfig
+from flsec_flower.config import ExperimentConfig, TrainingConfig, attacker_training
 from flsec_flower.experiment import malicious_ids
 from flsec_flower.training import BatchTransform
 
@@ -54,8 +54,19 @@ class AttackClient(HonestClient):
     The schedule comes from the config's ``attack`` block: active from
     ``start_round`` to ``end_round`` (inclusive, open-ended when unset), or in
     ``start_round`` alone when ``single_shot`` is true. Replies are tagged
-    with ``malicious`` and :data:`ACTIVE_TAG`.
+    with ``malicious`` and :data:`ACTIVE_TAG`. In its active rounds the
+    attacker trains with ``attack.training`` over ``training``
+    (:func:`~flsec_flower.config.attacker_training`), outside them as an
+    honest client; it never adds ``training.gradient_noise_std``.
     """
+
+    adds_gradient_noise: ClassVar[bool] = False
+
+    def training_config(self, server_round: int) -> TrainingConfig:
+        """``attack.training`` over ``training`` while active, ``training`` otherwise."""
+        if self.active(server_round):
+            return attacker_training(self.env.cfg)
+        return self.env.cfg.training
 
     def active(self, server_round: int) -> bool:
         """Whether the attack acts in ``server_round``."""

@@ -15,7 +15,7 @@ from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.models import get_weights, set_weights
-from flsec_flower.training import predict, train_local
+from flsec_flower.training import for_round, predict, train_local
 
 T = TypeVar("T", float, np.ndarray, torch.Tensor)
 
@@ -167,7 +167,9 @@ class FairnessAttackClient(AttackClient):
         gen = torch.Generator().manual_seed(
             client_seed(self.env.cfg, self.partition_id, server_round) + 1
         )
-        train_local(self.model, x, y, self.env.cfg.training, gen)
+        train_local(
+            self.model, x, y, for_round(self.training_config(server_round), server_round), gen
+        )
         target = get_weights(self.model)
         n0 = float(len(self.env.y))
         samples = n0 if self.samples_estimate is None else float(self.samples_estimate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -11,24 +12,49 @@ from flwr.common import Config, NDArrays, Scalar
 from torch import nn
 
 from flsec_flower.aggregation import Adversary
+from flsec_flower.client_state import CHECKPOINT_DIR_KEY, ClientState
 from flsec_flower.config import ExperimentConfig, TrainingConfig
 from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.models import build_model, get_weights, set_weights
-from flsec_flower.training import BatchTransform, ExtraLoss, evaluate, train_local
+from flsec_flower.training import (
+    BatchTransform,
+    ExtraLoss,
+    evaluate,
+    for_round,
+    lr_at,
+    train_local,
+)
+
+MOMENTUM_STATE = "momentum"
+"""Name of the worker-momentum buffers in the client's :class:`ClientState`."""
 
 DIVERSEFL_SAMPLE = "diversefl_sample"
 """``get_properties`` query of DiverseFL's shared sample (see ``strategies.diversefl``)."""
 
 
 class HonestClient(NumPyClient):
-    """A client that trains honestly on its partition and returns its model.
+    r"""A client that trains honestly on its partition and returns its model.
 
     A round runs :meth:`training_data`, :meth:`train` (every batch through
     :meth:`batch_transform`) and :meth:`craft`; an
     attack overrides the hook it needs (poisoned data, another loss, a forged
     update). The fit metrics carry the client's ``partition_id``.
+
+    What is sent (``training.send``), with :math:`x` the global model,
+    :math:`w` the crafted weights and :math:`\eta_r` the honest learning
+    rate of round :math:`r` (:func:`~flsec_flower.training.lr_at`):
+
+    - ``weights``: :math:`w` (the server forms :math:`U_i = w - x`);
+    - ``gradient``: :math:`g = (x - w)/\eta_r`, the gradient of one SGD
+      step (the momentum :math:`m_i` with worker momentum); the server forms
+      :math:`U_i = -\eta_r g` (see :class:`~strategies.base.RobustStrategy`).
+
+    With ``training.gradient_noise_std`` :math:`\sigma > 0` an honest client
+    adds :math:`z \sim \mathcal N(0, \sigma^2 I)` to its gradient, i.e.
+    sends :math:`g + z` or :math:`w - \eta_r z` (Noisy Median of Chen et
+    al., as DiverseFL's N-Median baseline uses it; attackers add none).
 
     Parameters
     ----------
@@ -37,10 +63,21 @@ class HonestClient(NumPyClient):
     model : torch.nn.Module, optional
         A model of the run's architecture to reuse (its weights are
         overwritten every round); built from the config when omitted.
+
+    Attributes
+    ----------
+    state : ClientState or None
+        The client's state across rounds (Flower ``Context.state``), set by
+        the ClientApp; needed by ``training.worker_momentum``.
     """
+
+    adds_gradient_noise: ClassVar[bool] = True
+    """Whether ``training.gradient_noise_std`` applies (honest clients only)."""
 
     def __init__(self, env: ClientEnv, model: nn.Module | None = None) -> None:
         self.env = env
+        self.state: ClientState | None = None
+        self.checkpoint_dir: str | None = None
         self.partition_id = env.partition_id
         if model is None:
             ds = env.dataset
@@ -52,9 +89,13 @@ class HonestClient(NumPyClient):
         """Data trained on this round (an attack may return a poisoned view)."""
         return self.env.x, self.env.y
 
+    def training_config(self, server_round: int) -> TrainingConfig:
+        """Training settings of this round (an attacker's own in its active rounds)."""
+        return self.env.cfg.training
+
     def train(self, x: torch.Tensor, y: torch.Tensor, server_round: int) -> float:
         """Train ``self.model`` on ``(x, y)``; return the mean loss."""
-        return self.train_with(x, y, server_round, self.env.cfg.training)
+        return self.train_with(x, y, server_round, self.training_config(server_round))
 
     def batch_transform(self, server_round: int) -> BatchTransform | None:
         """Rewrites each mini-batch of this round (backdoor mixing); ``None`` for none."""
@@ -71,22 +112,49 @@ class HonestClient(NumPyClient):
     ) -> float:
         """Train ``self.model`` with ``cfg`` in this round's seeded batch order.
 
-        Every mini-batch goes through :meth:`batch_transform`; ``extra_loss``
-        and ``epochs`` are as in :func:`~flsec_flower.training.train_local`.
+        The learning rate is ``cfg``'s schedule at ``server_round``. Every
+        mini-batch goes through :meth:`batch_transform`; ``extra_loss`` and
+        ``epochs`` are as in :func:`~flsec_flower.training.train_local`. With
+        ``cfg.worker_momentum`` the momentum buffers start from the client's
+        stored ones (zero in its first round) and are stored back.
         """
         gen = torch.Generator().manual_seed(
             client_seed(self.env.cfg, self.partition_id, server_round)
         )
-        return train_local(
+        buffers = self._load_momentum(server_round) if cfg.worker_momentum else None
+        loss = train_local(
             self.model,
             x,
             y,
-            cfg,
+            for_round(cfg, max(1, server_round)),
             gen,
             extra_loss=extra_loss,
             epochs=epochs,
             batch_transform=self.batch_transform(server_round),
+            momentum_buffers=buffers,
         )
+        if buffers is not None:
+            self._save_momentum(buffers, server_round)
+        return loss
+
+    def _load_momentum(self, server_round: int) -> list[torch.Tensor]:
+        if self.state is None:
+            raise RuntimeError(
+                f"client {self.partition_id}: training.worker_momentum needs the client's "
+                "Context.state (set client.state = ClientState(...))"
+            )
+        stored = self.state.load(MOMENTUM_STATE, server_round, self.checkpoint_dir)
+        params = list(self.model.parameters())
+        if stored is None:
+            return [torch.zeros_like(p) for p in params]
+        return [
+            torch.from_numpy(a).to(p.device, p.dtype) for a, p in zip(stored, params, strict=True)
+        ]
+
+    def _save_momentum(self, buffers: list[torch.Tensor], server_round: int) -> None:
+        assert self.state is not None
+        arrays = [b.detach().cpu().numpy() for b in buffers]
+        self.state.save(MOMENTUM_STATE, arrays, server_round, self.checkpoint_dir)
 
     def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
         """Weights returned to the server (an attack may forge them)."""
@@ -139,13 +207,40 @@ class HonestClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
         """Train on this round's data from the global model and return the result."""
         server_round = int(config.get("server_round", 0))
+        checkpoint_dir = config.get(CHECKPOINT_DIR_KEY)
+        self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
         set_weights(self.model, parameters)
         x, y = self.training_data(server_round)
         loss = self.train(x, y, server_round)
-        weights = self.craft(parameters, get_weights(self.model), server_round)
+        weights = self.encode(
+            parameters, self.craft(parameters, get_weights(self.model), server_round), server_round
+        )
         metrics: dict[str, Scalar] = {"partition_id": self.partition_id, "train_loss": loss}
         metrics.update(self.fit_metrics(server_round))
         return weights, int(x.shape[0]), metrics
+
+    def encode(self, global_weights: NDArrays, weights: NDArrays, server_round: int) -> NDArrays:
+        """What is sent for ``weights``: the weights or the gradient, plus honest noise.
+
+        See the class docstring for the formulas.
+        """
+        t = self.env.cfg.training
+        sigma = t.gradient_noise_std if self.adds_gradient_noise else 0.0
+        if t.send == "weights" and sigma == 0:
+            return weights
+        lr = lr_at(t, max(1, server_round))
+        rng = np.random.default_rng([self.env.cfg.seed, self.partition_id, server_round, 6151])
+        out = []
+        for x, w in zip(global_weights, weights, strict=True):
+            if t.send == "weights" and not np.issubdtype(np.asarray(w).dtype, np.floating):
+                out.append(w)
+                continue
+            g = (np.asarray(x, dtype=np.float64) - np.asarray(w, dtype=np.float64)) / lr
+            if sigma > 0 and np.issubdtype(np.asarray(w).dtype, np.floating):
+                g = g + rng.normal(0.0, sigma, size=g.shape)
+            sent = g if t.send == "gradient" else np.asarray(x, dtype=np.float64) - lr * g
+            out.append(sent.astype(np.asarray(w).dtype if t.send == "weights" else np.float32))
+        return out
 
     def evaluate(
         self, parameters: NDArrays, config: Config

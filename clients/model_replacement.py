@@ -17,7 +17,7 @@ from clients.pixel_trojan import PixelTrojanClient
 from clients.semantic_backdoor import SemanticBackdoorClient
 from flsec_flower.config import TrainingConfig
 from flsec_flower.experiment import ClientEnv, client_seed
-from flsec_flower.training import train_local
+from flsec_flower.training import for_round, train_local
 
 MODES = ("replace", "train_and_scale", "constrain_and_scale")
 """How the boost is chosen and whether training is constrained."""
@@ -270,7 +270,8 @@ class ModelReplacement(PoisonedTraining):
         gen = torch.Generator().manual_seed(
             client_seed(self.env.cfg, self.partition_id, server_round) + 2
         )
-        train_local(self.model, self.env.x, self.env.y, self.env.cfg.training, gen)
+        honest = for_round(self.env.cfg.training, max(1, server_round))
+        train_local(self.model, self.env.x, self.env.y, honest, gen)
         update = [p.detach() - b for p, b in zip(self.model.parameters(), before, strict=True)]
         self.model.load_state_dict(state)
         return update

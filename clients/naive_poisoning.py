@@ -11,7 +11,7 @@ from torch import nn
 from clients.attack import AttackClient
 from clients.pixel_trojan import PixelTrojanClient
 from clients.semantic_backdoor import SemanticBackdoorClient
-from flsec_flower.config import TrainingConfig
+from flsec_flower.config import TrainingConfig, attacker_training
 from flsec_flower.experiment import ClientEnv
 from flsec_flower.training import ExtraLoss
 
@@ -59,8 +59,8 @@ class PoisonedTraining(AttackClient):
         self.poison_epochs = poison_epochs
 
     def poison_config(self) -> TrainingConfig:
-        """The run's training settings with the attacker's learning rate."""
-        cfg = self.env.cfg.training
+        """The attacker's training settings (``attack.training``) with ``poison_lr``."""
+        cfg = attacker_training(self.env.cfg)
         return cfg if self.poison_lr is None else dataclasses.replace(cfg, lr=self.poison_lr)
 
     def train_poisoned(

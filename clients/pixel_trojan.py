@@ -10,10 +10,10 @@ from torch import nn
 
 from clients.attack import AttackClient, backdoor_mixer
 from clients.honest import ServerMetric
-from flsec_flower.config import ExperimentConfig
+from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
-from flsec_flower.training import BatchTransform, predict
+from flsec_flower.training import BatchTransform, predict, resolve_batch_size
 
 PATTERNS = ("plus", "square", "checkerboard", "custom")
 """Trigger shapes :func:`stamp` knows."""
@@ -271,11 +271,11 @@ class PixelTrojanClient(AttackClient):
             )
         if poison_fraction is not None and not 0.0 <= poison_fraction <= 1.0:
             raise ValueError(f"poison_fraction: got {poison_fraction!r}, must be in [0, 1]")
-        batch = env.cfg.training.batch_size
+        batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
         if items_per_batch is not None and not 1 <= items_per_batch <= batch:
             raise ValueError(
                 f"items_per_batch: got {items_per_batch!r}, must be in 1..{batch} "
-                "(training.batch_size)"
+                "(the attacker's training.batch_size on its data)"
             )
         self.items_per_batch = items_per_batch
         self.poison_fraction = 0.5 if poison_fraction is None else poison_fraction

@@ -9,10 +9,10 @@ from torch import nn
 from clients.attack import AttackClient, backdoor_mixer
 from clients.honest import ServerMetric
 from clients.pixel_trojan import backdoor_metric
-from flsec_flower.config import ExperimentConfig
+from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
-from flsec_flower.training import BatchTransform
+from flsec_flower.training import BatchTransform, resolve_batch_size
 
 
 def select_backdoor_images(
@@ -165,11 +165,11 @@ class SemanticBackdoorClient(AttackClient):
             )
         if ids is None and source_class == target_class:
             raise ValueError(f"source_class: got {source_class!r}, the same as target_class")
-        batch = env.cfg.training.batch_size
+        batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
         if items_per_batch is not None and not 1 <= items_per_batch <= batch:
             raise ValueError(
                 f"items_per_batch: got {items_per_batch!r}, must be in 1..{batch} "
-                "(training.batch_size)"
+                "(the attacker's training.batch_size on its data)"
             )
         if not noise_sigma >= 0:
             raise ValueError(f"noise_sigma: got {noise_sigma!r}, must be >= 0")

@@ -41,14 +41,22 @@ class Aggregate:
 class LocalTrainer(Protocol):
     """The clients' honest local procedure, run on the server (DiverseFL, FLTrust).
 
-    ``trainer(global_flat, x, y, steps=None) -> update_flat`` trains a copy of
-    the global model on ``(x, y)`` with the run's training settings, for the
-    configured epochs or exactly ``steps`` mini-batch steps, and returns the
-    update ``x_trained - x_global``.
+    ``trainer(global_flat, x, y, steps=None, server_round=1, reference_size=None)
+    -> update_flat`` trains a copy of the global model on ``(x, y)`` with the
+    run's training settings (the learning rate of ``server_round``; a
+    fractional batch size taken of ``reference_size`` examples, default
+    ``len(x)``), for the configured epochs or exactly ``steps`` mini-batch
+    steps, and returns the update ``x_trained - x_global``.
     """
 
     def __call__(
-        self, global_flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int | None = None
+        self,
+        global_flat: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int | None = None,
+        server_round: int = 1,
+        reference_size: int | None = None,
     ) -> torch.Tensor:
         """Return the update of one local training run from ``global_flat``."""
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from flwr.app import RecordDict
 from flwr.client import Client, ClientApp, NumPyClient
 from flwr.common import Config, Context, NDArrays, Scalar
 from torch import nn
 
 from clients import HonestClient
 from flsec_flower import registry
+from flsec_flower.client_state import ClientState
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.experiment import (
     client_env,
@@ -33,11 +35,19 @@ def _model(cfg: ExperimentConfig) -> nn.Module:
     return _MODELS[key]
 
 
-def experiment_client(cfg: ExperimentConfig, partition_id: int) -> HonestClient:
-    """The client of ``partition_id`` in ``cfg``: honest, or the configured attack."""
+def experiment_client(
+    cfg: ExperimentConfig, partition_id: int, state: ClientState | None = None
+) -> HonestClient:
+    """The client of ``partition_id`` in ``cfg``: honest, or the configured attack.
+
+    ``state`` is the client's state across rounds (worker momentum), kept
+    in its node's ``Context.state``.
+    """
     env = client_env(cfg, partition_id)
     malicious = partition_id in malicious_ids(cfg)
-    return registry.build_client(env, malicious, model=_model(cfg))
+    client = registry.build_client(env, malicious, model=_model(cfg))
+    client.state = state
+    return client
 
 
 class CellClient(NumPyClient):
@@ -55,21 +65,30 @@ class CellClient(NumPyClient):
         The experiments, indexed by ``cell``.
     indices : list of list of numpy.ndarray
         Each experiment's partition indices, computed once by the driver.
+    records : flwr.app.RecordDict, optional
+        The node's ``Context.state``; each cell's client keeps its state
+        there under its own keys (:mod:`flsec_flower.client_state`).
     """
 
     def __init__(
-        self, partition_id: int, cfgs: list[ExperimentConfig], indices: list[list[np.ndarray]]
+        self,
+        partition_id: int,
+        cfgs: list[ExperimentConfig],
+        indices: list[list[np.ndarray]],
+        records: RecordDict | None = None,
     ) -> None:
         self.partition_id = partition_id
         self.cfgs = cfgs
         self.indices = indices
+        self.records = RecordDict() if records is None else records
 
     def _client(self, config: Config) -> HonestClient:
         cell = int(config.get("cell", 0))
         if not 0 <= cell < len(self.cfgs):
             raise ValueError(f"config names cell {cell}, but there are {len(self.cfgs)}")
         preset_indices(self.cfgs[cell], self.indices[cell])
-        return experiment_client(self.cfgs[cell], self.partition_id)
+        state = ClientState(self.records, cell, self.partition_id)
+        return experiment_client(self.cfgs[cell], self.partition_id, state)
 
     def get_properties(self, config: Config) -> dict[str, Scalar]:
         """Answer as the cell's client."""
@@ -111,7 +130,7 @@ def make_cell_client_fn(
 
     def client_fn(context: Context) -> Client:
         partition_id = _partition_id(context, cfgs[0].data.num_clients)
-        return CellClient(partition_id, cfgs, indices).to_client()
+        return CellClient(partition_id, cfgs, indices, context.state).to_client()
 
     return client_fn
 
@@ -119,7 +138,9 @@ def make_cell_client_fn(
 def _client_fn(context: Context) -> Client:
     """``client_fn`` of ``flwr run``: the experiment comes from the run config."""
     cfg = _config_from(context)
-    return experiment_client(cfg, _partition_id(context, cfg.data.num_clients)).to_client()
+    partition_id = _partition_id(context, cfg.data.num_clients)
+    state = ClientState(context.state, 0, partition_id)
+    return experiment_client(cfg, partition_id, state).to_client()
 
 
 def _config_from(context: Context) -> ExperimentConfig:

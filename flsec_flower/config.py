@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +28,17 @@ import yaml
 
 from flsec_flower.data import DATASETS, PARTITION_KINDS
 
-MODELS = ("logreg", "mlp", "lenet5", "cnn_cifar", "resnet18", "vgg11_gn", "adult_mlp")
+MODELS = (
+    "logreg",
+    "mlp",
+    "lenet5",
+    "cnn_cifar",
+    "resnet18",
+    "vgg11_gn",
+    "adult_mlp",
+    "cnn_diversefl",
+    "resnet50",
+)
 
 
 class ConfigError(ValueError):
@@ -56,9 +67,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Model architecture by name."""
+    """Model architecture by name, and how its weights start."""
 
     name: Literal[MODELS] = "mlp"  # type: ignore[valid-type]
+    init: Literal["default", "zeros"] = "default"
 
 
 @dataclass
@@ -66,12 +78,23 @@ class TrainingConfig:
     """Local training on each client."""
 
     local_epochs: int = 1
-    batch_size: int = 32
+    local_steps: int | None = None
+    batch_size: int | float = 32
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.05
+    lr_schedule: Literal["constant", "inv_sqrt", "step"] = "constant"
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    lr_warmup_rounds: int = 0
+    lr_warmup_start: float = 0.0
+    epoch_lr_milestones: list[int] = field(default_factory=list)
+    epoch_lr_gamma: float = 0.1
     momentum: float = 0.0
+    worker_momentum: bool = False
     weight_decay: float = 0.0
     grad_clip: float | None = None
+    gradient_noise_std: float = 0.0
+    send: Literal["weights", "gradient"] = "weights"
     device: str = "auto"
 
 
@@ -104,6 +127,7 @@ class AttackConfig:
     end_round: int | None = None
     single_shot: bool = False
     params: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +156,7 @@ class ExperimentConfig:
     rounds: int = 20
     clients_per_round: int | None = None
     server_lr: float = 1.0
+    server_momentum: float = 0.0
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -153,9 +178,9 @@ class ExperimentConfig:
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}: got {value!r}, must be {bound}")
+        raise ConfigError(f"{key}: got {value!r}, must be finite and {bound}")
 
 
 def _check_ranges(cfg: ExperimentConfig) -> None:
@@ -163,13 +188,9 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     _positive("data.num_clients", cfg.data.num_clients)
     _positive("data.partition.alpha", cfg.data.partition.alpha)
     _positive("data.partition.shards_per_client", cfg.data.partition.shards_per_client)
-    _positive("training.local_epochs", cfg.training.local_epochs)
-    _positive("training.batch_size", cfg.training.batch_size)
-    _positive("training.lr", cfg.training.lr)
-    _positive("training.momentum", cfg.training.momentum, allow_zero=True)
-    _positive("training.weight_decay", cfg.training.weight_decay, allow_zero=True)
-    if cfg.training.grad_clip is not None:
-        _positive("training.grad_clip", cfg.training.grad_clip)
+    _check_training(cfg.training, "training")
+    if not 0 <= cfg.server_momentum < 1:
+        raise ConfigError(f"server_momentum: got {cfg.server_momentum!r}, must be in [0, 1)")
     _positive("evaluation.every", cfg.evaluation.every)
     _positive("evaluation.batch_size", cfg.evaluation.batch_size)
     _positive("resources.client_num_cpus", cfg.resources.client_num_cpus)
@@ -181,6 +202,64 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         )
     if cfg.attack is not None:
         _check_attack(cfg.attack, cfg.data.num_clients, cfg.rounds)
+        _check_training(attacker_training(cfg), "attack.training")
+
+
+def _check_training(t: TrainingConfig, prefix: str) -> None:
+    _positive(f"{prefix}.local_epochs", t.local_epochs)
+    if t.local_steps is not None:
+        _positive(f"{prefix}.local_steps", t.local_steps)
+    if isinstance(t.batch_size, float) and not 0 < t.batch_size <= 1:
+        raise ConfigError(
+            f"{prefix}.batch_size: got {t.batch_size!r}; a float is a fraction of the local "
+            "dataset and must be in (0, 1]; write an integer for an absolute batch size"
+        )
+    _positive(f"{prefix}.batch_size", t.batch_size)
+    _positive(f"{prefix}.lr", t.lr)
+    _positive(f"{prefix}.lr_gamma", t.lr_gamma)
+    _positive(f"{prefix}.lr_warmup_rounds", t.lr_warmup_rounds, allow_zero=True)
+    _positive(f"{prefix}.lr_warmup_start", t.lr_warmup_start, allow_zero=True)
+    bad = [m for m in t.lr_milestones if m < 1]
+    if bad or t.lr_milestones != sorted(set(t.lr_milestones)):
+        raise ConfigError(
+            f"{prefix}.lr_milestones: got {t.lr_milestones!r}, must be increasing rounds >= 1"
+        )
+    bad = [m for m in t.epoch_lr_milestones if m < 1]
+    if bad or t.epoch_lr_milestones != sorted(set(t.epoch_lr_milestones)):
+        raise ConfigError(
+            f"{prefix}.epoch_lr_milestones: got {t.epoch_lr_milestones!r}, must be increasing "
+            "local epochs >= 1"
+        )
+    _positive(f"{prefix}.epoch_lr_gamma", t.epoch_lr_gamma)
+    if t.lr_milestones and t.lr_schedule != "step":
+        raise ConfigError(
+            f"{prefix}.lr_milestones: set, but {prefix}.lr_schedule is {t.lr_schedule!r}; "
+            "milestones need lr_schedule: step"
+        )
+    if not 0 <= t.momentum < 1:
+        raise ConfigError(f"{prefix}.momentum: got {t.momentum!r}, must be in [0, 1)")
+    if t.worker_momentum and (t.optimizer != "sgd" or t.momentum == 0):
+        raise ConfigError(
+            f"{prefix}.worker_momentum: needs {prefix}.optimizer: sgd and {prefix}.momentum > 0 "
+            f"(got optimizer={t.optimizer!r}, momentum={t.momentum!r})"
+        )
+    _positive(f"{prefix}.weight_decay", t.weight_decay, allow_zero=True)
+    _positive(f"{prefix}.gradient_noise_std", t.gradient_noise_std, allow_zero=True)
+    if t.grad_clip is not None:
+        _positive(f"{prefix}.grad_clip", t.grad_clip)
+
+
+def attacker_training(cfg: ExperimentConfig) -> TrainingConfig:
+    """The attackers' training settings: ``training`` with ``attack.training`` on top.
+
+    ``attack.training`` may set any key of ``training`` (e.g. the backdoor
+    attacker's own ``lr``, ``local_epochs`` and ``epoch_lr_milestones``, as
+    in Bagdasaryan et al.); keys it does not set keep the honest value.
+    """
+    if cfg.attack is None or not cfg.attack.training:
+        return cfg.training
+    merged = {**dataclasses.asdict(cfg.training), **cfg.attack.training}
+    return _build(TrainingConfig, merged, "attack.training")
 
 
 def _check_attack(attack: AttackConfig, num_clients: int, rounds: int) -> None:
@@ -245,7 +324,7 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             try:
                 return _convert(key, value, arg)
             except ConfigError:
-                if len(args) == 2:
+                if len(args) == 2 and type(None) in args:
                     raise
         raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
     if dataclasses.is_dataclass(tp):

@@ -1,20 +1,31 @@
 """Models by name, as the reproduced papers use them.
 
-=============  ==============================================================
-name           architecture
-=============  ==============================================================
-``logreg``     multinomial logistic regression (one linear layer)
-``mlp``        2 hidden layers of 200 units, ReLU (DiverseFL, Prakash & Avestimehr)
-``lenet5``     LeNet-5: conv 6@5x5, pool, conv 16@5x5, pool, 120-84-classes
-               (Ozdayi et al. use it on Fashion-MNIST)
-``cnn_cifar``  3 conv layers 32-64-64 @3x3 with max-pool, dense 64 (Ozdayi et al., CIFAR-10)
-``resnet18``   torchvision ResNet-18 with a 3x3 stride-1 stem and no max-pool (CIFAR)
-``vgg11_gn``   VGG-11 with GroupNorm after every conv (DiverseFL, CIFAR-10)
-``adult_mlp``  103-100-100-1 MLP with one logit (Rance & Svoboda, UCI Adult)
-=============  ==============================================================
+=================  ==========================================================
+name               architecture
+=================  ==========================================================
+``logreg``         softmax regression, one linear layer (DiverseFL, with
+                   ``model.init: zeros``)
+``mlp``            2 hidden layers of 200 units, ReLU (DiverseFL; He et al.'s
+                   MNIST MLP, whose widths the paper does not state)
+``lenet5``         LeNet-5: conv 6@5x5, pool, conv 16@5x5, pool, 120-84-classes
+                   (Ozdayi et al. use it on Fashion-MNIST)
+``cnn_cifar``      Ozdayi et al.'s 6-layer CIFAR-10 CNN: 3 conv + 3 dense
+``cnn_diversefl``  DiverseFL's smaller CIFAR-10 CNN (supplementary Table 2)
+``resnet18``       torchvision ResNet-18 with a 3x3 stride-1 stem and no max-pool
+                   (Bagdasaryan et al., CIFAR-10)
+``resnet50``       torchvision ResNet-50 with the same CIFAR stem (Rance & Svoboda)
+``vgg11_gn``       VGG-11 with GroupNorm and dropout (DiverseFL, supplementary Table 1)
+``adult_mlp``      103-100-100-1 MLP with one logit (UCI Adult; not from a paper)
+=================  ==========================================================
 
-Convolutional models size their dense layers from the input shape, so each
-works on 8x8 digits, 28x28 and 32x32 images alike.
+Dense layers are sized from the input shape, so ``lenet5`` and ``vgg11_gn``
+also run on 8x8 digits; ``cnn_cifar`` and ``cnn_diversefl`` need 32x32-like
+inputs (their unpadded convolutions and pools shrink small images to
+nothing).
+
+``model.init: zeros`` sets every parameter to 0 (DiverseFL's softmax
+regression, "Model parameters are initialized to 0"); otherwise weights
+come from :func:`build_model`'s seed.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import resnet18
+from torchvision.models import resnet18, resnet50
 
 from flsec_flower.config import MODELS
 
@@ -35,12 +46,23 @@ def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def logreg(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Logistic regression: ``softmax(W x + b)``."""
+    """Softmax regression: ``softmax(W x + b)``, ``W`` of shape ``(classes, prod(input))``.
+
+    DiverseFL (Prakash & Avestimehr, Section 4.1) trains it on MNIST with
+    zero initial parameters (``model.init: zeros``): 784*10 + 10 = 7850
+    parameters.
+    """
     return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes))
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Two hidden layers of 200 ReLU units."""
+    """Two hidden layers of 200 ReLU units: ``in-200-200-classes``.
+
+    DiverseFL, Section 4.2: "a neural network model with two fully connected
+    layers, each with 200 neurons" (MNIST: 784*200+200 + 200*200+200 +
+    200*10+10 = 199,210 parameters). He, Karimireddy & Jaggi train "an MLP"
+    on MNIST without stating its widths; this is the closest stated one.
+    """
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(int(np.prod(input_shape)), 200),
@@ -78,30 +100,121 @@ def lenet5(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 
 def cnn_cifar(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The 3-convolution CNN Ozdayi et al. (2021) train on CIFAR-10."""
+    """Ozdayi & Kantarcioglu's CIFAR-10 CNN: "3 convolutional and 3 fully-connected layers".
+
+    The paper names only the layer counts; the widths are those of the
+    authors' public RLR code (Ozdayi et al., AAAI 2021), which the paper
+    builds on. On a 3x32x32 input:
+
+    ====  =============================================  ==========
+    #     layer                                          output
+    ====  =============================================  ==========
+    1     conv 3->64, 3x3, no padding, ReLU, max-pool 2  64x15x15
+    2     conv 64->128, 3x3, ReLU, max-pool 2            128x6x6
+    3     conv 128->256, 3x3, ReLU, max-pool 2           256x2x2
+    4     dropout 0.5, dense 1024->128, ReLU             128
+    5     dropout 0.5, dense 128->256, ReLU              256
+    6     dropout 0.5, dense 256->classes                classes
+    ====  =============================================  ==========
+
+    537,610 parameters for 10 classes.
+    """
     features = nn.Sequential(
-        nn.Conv2d(input_shape[0], 32, 3, padding=1),
+        nn.Conv2d(input_shape[0], 64, 3),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
+        nn.Conv2d(64, 128, 3),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1),
+        nn.Conv2d(128, 256, 3),
         nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
     )
     return nn.Sequential(
         features,
-        nn.Linear(_flat_size(features, input_shape), 64),
+        nn.Dropout(0.5),
+        nn.Linear(_flat_size(features, input_shape), 128),
         nn.ReLU(),
-        nn.Linear(64, num_classes),
+        nn.Dropout(0.5),
+        nn.Linear(128, 256),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(256, num_classes),
     )
 
 
+def cnn_diversefl(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """DiverseFL's smaller CIFAR-10 network (Prakash & Avestimehr, supplementary Table 2).
+
+    ====  ==================================================  ==========
+    #     layer                                               output
+    ====  ==================================================  ==========
+    1     conv 3->16, 3x3, padding 1, ReLU, max-pool 3x3/3    16x10x10
+    2     conv 16->64, 4x4, no padding, ReLU, max-pool 4x4/4  64x1x1
+    3     dense 64->384, ReLU                                 384
+    4     dense 384->192, ReLU                                192
+    5     dense 192->classes                                  classes
+    ====  ==================================================  ==========
+
+    Biases start at 0 and convolution weights are Glorot-uniform; dense
+    weights keep PyTorch's default. 117,706 parameters for 10 classes.
+    """
+    features = nn.Sequential(
+        nn.Conv2d(input_shape[0], 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=3),
+        nn.Conv2d(16, 64, 4),
+        nn.ReLU(),
+        nn.MaxPool2d(4, stride=4),
+        nn.Flatten(),
+    )
+    model = nn.Sequential(
+        features,
+        nn.Linear(_flat_size(features, input_shape), 384),
+        nn.ReLU(),
+        nn.Linear(384, 192),
+        nn.ReLU(),
+        nn.Linear(192, num_classes),
+    )
+    _diversefl_init(model)
+    return model
+
+
+def _diversefl_init(model: nn.Module) -> None:
+    """DiverseFL's init: Glorot-uniform conv weights, zero biases, group-norm weights 1."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight)
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.GroupNorm)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.GroupNorm):
+            nn.init.ones_(module.weight)
+
+
 def cifar_resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """ResNet-18 (He et al., 2016) with the CIFAR stem: 3x3 conv, stride 1, no max-pool."""
-    model = resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    """ResNet-18 (He et al., 2016) with the CIFAR stem: 3x3 conv, stride 1, no max-pool.
+
+    Bagdasaryan et al. use "the lightweight ResNet18 model with 2.7 million
+    parameters"; that count matches no standard ResNet-18 (this one, the
+    usual CIFAR variant, has 11.17M for 10 classes), so the standard
+    architecture is kept.
+    """
+    return _cifar_stem(resnet18(num_classes=num_classes), input_shape[0])
+
+
+def cifar_resnet50(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """ResNet-50 (He et al., 2016; bottleneck blocks 3-4-6-3) with the CIFAR stem.
+
+    Rance & Svoboda train a ResNet50 on CIFAR-10 without further detail;
+    the stem is the CIFAR one of ``resnet18`` (3x3 conv, stride 1, no
+    max-pool). 23,520,842 parameters for 10 classes.
+    """
+    return _cifar_stem(resnet50(num_classes=num_classes), input_shape[0])
+
+
+def _cifar_stem(model: nn.Module, channels: int) -> nn.Module:
+    model.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
 
@@ -110,7 +223,16 @@ _VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 def vgg11_gn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """VGG-11 (Simonyan & Zisserman, 2015) with GroupNorm (32 groups) instead of BatchNorm.
+    """VGG-11 with group norm, as DiverseFL's supplementary Table 1.
+
+    Eight 3x3 convolutions (stride 1, padding 1) of 64, 128, 256, 256, 512,
+    512, 512, 512 channels, each followed by group norm with 16 channels per
+    group, ReLU and dropout 0.2; a 2x2/2 max-pool after convolutions 1, 2,
+    4, 6 and 8 (VGG-11's "A" configuration, Simonyan & Zisserman, 2015);
+    an average pool to 1x1; dense 512->4096->4096->classes, the first two
+    followed by ReLU and dropout 0.5. Biases start at 0, group-norm weights
+    at 1, convolution weights Glorot-uniform. 28,149,514 parameters for 10
+    classes.
 
     Pooling stops once the feature map is 1x1, so small inputs work too.
     """
@@ -122,22 +244,33 @@ def vgg11_gn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             continue
-        layers += [nn.Conv2d(channels, int(item), 3, padding=1), nn.GroupNorm(32, int(item))]
-        layers.append(nn.ReLU())
-        channels = int(item)
+        width = int(item)
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(width // 16, width)]
+        layers += [nn.ReLU(), nn.Dropout(0.2)]
+        channels = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return nn.Sequential(
+    model = nn.Sequential(
         *layers,
-        nn.Linear(512, 512),
+        nn.Linear(512, 4096),
         nn.ReLU(),
-        nn.Linear(512, 512),
+        nn.Dropout(0.5),
+        nn.Linear(4096, 4096),
         nn.ReLU(),
-        nn.Linear(512, num_classes),
+        nn.Dropout(0.5),
+        nn.Linear(4096, num_classes),
     )
+    _diversefl_init(model)
+    return model
 
 
 def adult_mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """103-100-100-1 MLP with one logit, trained with binary cross-entropy."""
+    """103-100-100-1 MLP with one logit, trained with binary cross-entropy.
+
+    Not from a paper: Rance & Svoboda evaluate the fairness attack only with
+    a ResNet-50 on CIFAR-10 (``resnet50``); this is the project's model for
+    the attack's attribute-group variant on UCI Adult (103 one-hot
+    features). 103*100+100 + 100*100+100 + 100+1 = 20,501 parameters.
+    """
     if num_classes != 2:
         raise ValueError(f"adult_mlp is a binary classifier; the dataset has {num_classes} classes")
     return nn.Sequential(
@@ -158,14 +291,23 @@ _BUILDERS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "resnet18": cifar_resnet18,
     "vgg11_gn": vgg11_gn,
     "adult_mlp": adult_mlp,
+    "cnn_diversefl": cnn_diversefl,
+    "resnet50": cifar_resnet50,
 }
 assert tuple(_BUILDERS) == MODELS
+_IMAGE_MODELS = ("lenet5", "cnn_cifar", "resnet18", "vgg11_gn", "cnn_diversefl", "resnet50")
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int = 0
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int = 0,
+    init: str = "default",
 ) -> nn.Module:
-    """Build model ``name`` with weights initialised from ``seed``.
+    """Build model ``name`` with weights initialised from ``seed``, or all zero.
+
+    ``init="zeros"`` sets every parameter to 0 (``model.init``).
 
     Raises
     ------
@@ -174,11 +316,18 @@ def build_model(
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
-    if name in ("lenet5", "cnn_cifar", "resnet18", "vgg11_gn") and len(input_shape) != 3:
+    if name in _IMAGE_MODELS and len(input_shape) != 3:
         raise ValueError(f"model {name!r} needs image inputs (C, H, W), got shape {input_shape}")
+    if init not in ("default", "zeros"):
+        raise ValueError(f"unknown init {init!r}; allowed: 'default', 'zeros'")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _BUILDERS[name](tuple(input_shape), num_classes)
+        model = _BUILDERS[name](tuple(input_shape), num_classes)
+    if init == "zeros":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+    return model
 
 
 def get_weights(model: nn.Module) -> list[np.ndarray]:

@@ -106,7 +106,7 @@ ATTACKS: dict[str, type[HonestClient]] = {
 }
 
 # Keys the runner passes to every strategy; not user parameters.
-_COMMON = {"inner", "server_lr", "device", "seed"}
+_COMMON = {"inner", "server_lr", "server_momentum", "device", "seed"}
 
 
 def _lookup(table: dict[str, Any], name: str, key: str) -> Any:

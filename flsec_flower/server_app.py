@@ -8,6 +8,7 @@ its config comes from the run config (``[tool.flwr.app.config]`` plus
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -24,7 +25,7 @@ from flsec_flower.experiment import experiment_dataset, malicious_ids
 from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.results import RunRecorder, new_run_dir
-from flsec_flower.training import train_local
+from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
 from strategies import RobustStrategy
 
 
@@ -57,20 +58,44 @@ class ServerSideTrainer:
         return model.to(self.device)
 
     def __call__(
-        self, global_flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int | None = None
+        self,
+        global_flat: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int | None = None,
+        server_round: int = 1,
+        reference_size: int | None = None,
     ) -> torch.Tensor:
-        """Train from ``global_flat`` on ``(x, y)``; return ``x_trained - x_global``."""
+        """Train from ``global_flat`` on ``(x, y)``; return ``x_trained - x_global``.
+
+        The regime is the honest clients': ``training``'s optimiser, local
+        epochs or steps, the learning rate of ``server_round``, and the
+        batch size, a fraction of which is taken of ``reference_size``
+        examples (the local set of the client imitated; default ``len(x)``).
+        DiverseFL's guide on a sample smaller than the client's batch is
+        thus one step on the whole sample, as its eq. 6.
+        """
         set_weights(self.model, self.layout.unflatten(global_flat))
         self.calls += 1
         gen = torch.Generator().manual_seed(self.cfg.seed * 7_368_787 + self.calls)
         x, y = x.to(self.device), y.to(self.device)
-        train_local(self.model, x, y, self.cfg.training, gen, max_steps=steps)
+        cfg = for_round(self.cfg.training, max(1, server_round))
+        size = len(x) if reference_size is None else reference_size
+        cfg = dataclasses.replace(cfg, batch_size=resolve_batch_size(cfg.batch_size, size))
+        train_local(self.model, x, y, cfg, gen, max_steps=steps)
         return self.layout.flatten(get_weights(self.model), global_flat.device) - global_flat
 
     def steps_for(self, num_examples: int) -> int:
-        """``local_epochs * ceil(num_examples / batch_size)``."""
+        """Steps of a client with ``num_examples``: ``local_steps``, or epochs times batches.
+
+        ``local_epochs * ceil(num_examples / b)`` with ``b`` the resolved
+        batch size (:func:`~flsec_flower.training.resolve_batch_size`).
+        """
         t = self.cfg.training
-        return t.local_epochs * max(1, math.ceil(num_examples / t.batch_size))
+        if t.local_steps is not None:
+            return t.local_steps
+        batch = resolve_batch_size(t.batch_size, num_examples)
+        return t.local_epochs * max(1, math.ceil(num_examples / batch))
 
 
 def build_strategy(
@@ -84,7 +109,9 @@ def build_strategy(
     """
     dataset = experiment_dataset(cfg)
     device = resolve_device(cfg.training.device)
-    eval_model = build_model(cfg.model.name, dataset.input_shape, dataset.num_classes, cfg.seed)
+    eval_model = build_model(
+        cfg.model.name, dataset.input_shape, dataset.num_classes, cfg.seed, cfg.model.init
+    )
     init = get_weights(eval_model)
     attack_cls = registry.attack_class(cfg.attack.name) if cfg.attack else None
     extra = []
@@ -98,6 +125,7 @@ def build_strategy(
     strategy = registry.build_strategy(
         cfg.strategy,
         server_lr=cfg.server_lr,
+        server_momentum=cfg.server_momentum,
         device=cfg.strategy.device,
         seed=cfg.seed,
         fraction_fit=k / total,
@@ -113,6 +141,8 @@ def build_strategy(
         node.properties_config = cell_config
     strategy.malicious_partition_ids = malicious_ids(cfg)
     strategy.local_trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
+    if cfg.training.send == "gradient":
+        strategy.gradient_lr = functools.partial(lr_at, cfg.training)
     _give_root_data(strategy, cfg)
     if attack_cls is not None:
         strategy.adversary = attack_cls.server_adversary(cfg)

@@ -14,6 +14,17 @@ Each round, :meth:`RobustStrategy.aggregate_fit`
    by pre/post transforms) on ``U``;
 5. moves the global model: ``x_global <- x_global + server_lr * aggregate``,
    unless the aggregate is non-finite, in which case the round is skipped.
+   With server momentum ``beta > 0`` (FedAvgM, Hsu et al. 2019) the step is
+   ``m <- beta * m + aggregate; x_global <- x_global + server_lr * m``.
+
+Clients send weights ``x_i`` (``training.send: weights``) or gradients
+``g_i`` (``training.send: gradient``, see :class:`clients.HonestClient`).
+For gradients the strategy's :attr:`RobustStrategy.gradient_lr` gives the
+honest learning rate ``lr_r`` of the round and the row is
+``U[i] = -lr_r * g_i``: the same one-SGD-step update as in weights mode, so
+rules and their thresholds read the same in both modes, and with
+``server_lr = 1`` the model moves by ``x <- x - lr_r * aggregate(g)``
+(distributed SGD, He et al. Algorithm 1; DiverseFL eq. 4).
 
 Robust rules never trust the client-reported ``num_examples``; the
 :class:`RoundContext` carries them for rules where weighting is an explicit
@@ -100,6 +111,8 @@ class RobustStrategy(FedAvg):
         counts. Off by default: an attacker inflates them.
     seed : int
         Seeds client sampling and every random choice of the rule, per round.
+    server_momentum : float
+        Server momentum ``beta`` in [0, 1); 0 is plain ``x <- x + eta * agg``.
     **kwargs
         Passed to Flower's ``FedAvg`` (``fraction_fit``, ``min_fit_clients``,
         ``evaluate_fn``, ``on_fit_config_fn``, ``initial_parameters`` ...).
@@ -108,6 +121,9 @@ class RobustStrategy(FedAvg):
     supports_weighting: ClassVar[bool] = False
     """Whether the rule can weight clients by reported sample counts (``weighted=True``)."""
 
+    state_attributes: ClassVar[tuple[str, ...]] = ("server_momentum_buffer",)
+    """Instance attributes that must survive a kill and ``--resume``."""
+
     def __init__(
         self,
         *,
@@ -115,9 +131,12 @@ class RobustStrategy(FedAvg):
         device: str = "auto",
         weighted: bool = False,
         seed: int = 0,
+        server_momentum: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        if not 0 <= server_momentum < 1:
+            raise ValueError(f"server_momentum must be in [0, 1), got {server_momentum!r}")
         if weighted and not self.supports_weighting:
             raise ValueError(
                 f"weighted=True: {type(self).__name__} does not weight clients by sample counts"
@@ -125,6 +144,9 @@ class RobustStrategy(FedAvg):
         if not np.isfinite(server_lr):
             raise ValueError(f"server_lr must be finite, got {server_lr!r}")
         self.server_lr = float(server_lr)
+        self.server_momentum = float(server_momentum)
+        self.server_momentum_buffer: torch.Tensor | None = None
+        self.gradient_lr: Callable[[int], float] | None = None
         self.device = resolve_device(device)
         self.weighted = weighted
         self.seed = seed
@@ -233,8 +255,18 @@ class RobustStrategy(FedAvg):
             diag.skipped = "non-finite aggregate"
             logger.warning("round %d: the aggregate is not finite; model kept", server_round)
             return None, metrics
-        self.global_params = self.global_params + self.server_lr * agg.update.to(self.device)
+        self.global_params = self.global_params + self.server_lr * self._server_step(agg.update)
         return ndarrays_to_parameters(self.layout.unflatten(self.global_params)), metrics
+
+    def _server_step(self, update: torch.Tensor) -> torch.Tensor:
+        """The aggregate, or the server momentum ``m <- beta * m + aggregate``."""
+        update = update.to(self.device)
+        if self.server_momentum == 0:
+            return update
+        if self.server_momentum_buffer is None:
+            self.server_momentum_buffer = torch.zeros_like(update)
+        self.server_momentum_buffer = self.server_momentum * self.server_momentum_buffer + update
+        return self.server_momentum_buffer
 
     def _update_matrix(
         self,
@@ -245,12 +277,16 @@ class RobustStrategy(FedAvg):
         assert self.layout is not None and self.global_params is not None
         rows: list[np.ndarray] = []
         kept: list[tuple[int, float, dict]] = []
+        scale = None if self.gradient_lr is None else np.float32(-self.gradient_lr(server_round))
         for _, res in results:
             pid = int(res.metrics.get("partition_id", -1))
             arrays = parameters_to_ndarrays(res.parameters)
             reason = self.layout.mismatch(arrays)
             if reason is None:
                 flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
+                if scale is not None:
+                    with np.errstate(over="ignore"):
+                        flat = flat * scale
                 if not np.isfinite(flat).all():
                     reason = "update has non-finite values"
                 elif not (np.isfinite(res.num_examples) and res.num_examples > 0):
@@ -267,7 +303,8 @@ class RobustStrategy(FedAvg):
         )
         for row, i in enumerate(order):
             updates[row] = torch.from_numpy(rows[i]).to(self.device)
-        updates -= self.global_params
+        if scale is None:
+            updates -= self.global_params
         diag.partition_ids = [kept[i][0] for i in order]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
         ctx = RoundContext(

@@ -227,8 +227,16 @@ class DiverseFL(RobustStrategy):
                 continue
             try:
                 x, y = sample
-                steps = ctx.local_trainer.steps_for(round(len(y) / self.fraction))
-                guide = ctx.local_trainer(ctx.global_params, x, y, steps=steps)
+                local_size = round(len(y) / self.fraction)
+                steps = ctx.local_trainer.steps_for(local_size)
+                guide = ctx.local_trainer(
+                    ctx.global_params,
+                    x,
+                    y,
+                    steps=steps,
+                    server_round=ctx.server_round,
+                    reference_size=local_size,
+                )
                 guides[row] = guide.to(device=updates.device, dtype=updates.dtype)
             except (RuntimeError, ValueError, IndexError) as err:
                 logger.warning(

@@ -103,7 +103,9 @@ class FLTrust(RobustStrategy):
             raise RuntimeError(
                 "FLTrust needs ctx.local_trainer and root_data (the server's root dataset)"
             )
-        server_update = ctx.local_trainer(ctx.global_params, *self.root_data)
+        server_update = ctx.local_trainer(
+            ctx.global_params, *self.root_data, server_round=ctx.server_round
+        )
         if not bool(torch.isfinite(server_update).all()):
             logger.warning(
                 "round %d: FLTrust's server update is not finite; model kept", ctx.server_round

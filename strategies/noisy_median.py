@@ -34,10 +34,17 @@ def noisy_median(
     Data: Bridging Median- and Mean-Based Algorithms", NeurIPS 2020
     (arXiv 2019): the noise makes the expected median track the mean under
     heterogeneous data. In the paper each client perturbs its own update; here
-    the server draws the perturbation of every row, which simulates the honest
-    clients' noise. An attacker's row is perturbed as well, which changes
-    nothing for an arbitrary (Byzantine) row but denies an attacker exact
-    control of what enters the median.
+    the server draws the perturbation of every row (a server-side variant).
+    An attacker's row is perturbed as well, which changes nothing for an
+    arbitrary (Byzantine) row but denies an attacker exact control of what
+    enters the median.
+
+    DiverseFL's N-Median baseline ("each benign client adds random Gaussian
+    noise with standard deviation sigma_N to each entry in its gradient
+    update") is the client-side variant: ``training.gradient_noise_std:
+    sigma_N`` (honest clients only, in gradient units, see
+    :class:`clients.HonestClient`) with the plain ``median`` rule. Neither
+    is the DP-style noise on the aggregate (the ``dp_noise`` wrapper).
 
     Parameters
     ----------

@@ -46,7 +46,7 @@ def test_bad_enum_names_key_value_and_allowed():
             {"attack": {"name": "x", "num_malicious": 1, "start_round": 5, "end_round": 2}},
             "attack.end_round",
         ),
-        ({"model": {"name": "resnet50"}}, "model.name"),
+        ({"model": {"name": "resnet101"}}, "model.name"),
         ({"evaluation": {"every": True}}, "evaluation.every"),
     ],
 )

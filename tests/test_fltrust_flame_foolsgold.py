@@ -84,7 +84,7 @@ def test_fltrust_strategy_uses_the_root_data_and_the_trainer():
     strategy = built(FLTrust, 2)
     seen = []
 
-    def trainer(global_flat, x, y):
+    def trainer(global_flat, x, y, server_round=1):
         seen.append((x, y))
         return x.sum(dim=0)  # server update [1, 1]
 

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -35,9 +37,11 @@ def test_every_model_is_covered_and_unknown_rejected():
         "resnet18",
         "vgg11_gn",
         "adult_mlp",
+        "cnn_diversefl",
+        "resnet50",
     }
-    with pytest.raises(ValueError, match="unknown model 'resnet50'"):
-        build_model("resnet50", (3, 32, 32), 10)
+    with pytest.raises(ValueError, match="unknown model 'resnet101'"):
+        build_model("resnet101", (3, 32, 32), 10)
 
 
 def test_model_sizes_match_papers():
@@ -117,3 +121,58 @@ def test_max_steps_counts_mini_batches_across_epochs():
         model, x, y, cfg, torch.Generator().manual_seed(0), batch_transform=count, max_steps=7
     )
     assert seen == [4, 4, 2, 4, 4, 2, 4]
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + c_out
+
+
+def dense(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def test_paper_model_parameter_counts():
+    # DiverseFL softmax regression and 200-200 MLP on MNIST.
+    assert count(build_model("logreg", (1, 28, 28), 10)) == dense(784, 10) == 7850
+    assert count(build_model("mlp", (1, 28, 28), 10)) == dense(784, 200) + dense(200, 200) + dense(
+        200, 10
+    )
+    # Ozdayi et al.: 3 conv (64-128-256, 3x3, unpadded) + 3 dense (1024-128-256-10).
+    ozdayi = conv(3, 64, 3) + conv(64, 128, 3) + conv(128, 256, 3)
+    ozdayi += dense(256 * 2 * 2, 128) + dense(128, 256) + dense(256, 10)
+    assert count(build_model("cnn_cifar", (3, 32, 32), 10)) == ozdayi
+    # DiverseFL Table 2.
+    small = conv(3, 16, 3) + conv(16, 64, 4) + dense(64, 384) + dense(384, 192) + dense(192, 10)
+    assert count(build_model("cnn_diversefl", (3, 32, 32), 10)) == small == 117_706
+    # DiverseFL Table 1: 8 convs with group norm (weight + bias per channel), 512-4096-4096-10.
+    widths = [3, 64, 128, 256, 256, 512, 512, 512, 512]
+    vgg = sum(conv(a, b, 3) + 2 * b for a, b in itertools.pairwise(widths))
+    vgg += dense(512, 4096) + dense(4096, 4096) + dense(4096, 10)
+    assert count(build_model("vgg11_gn", (3, 32, 32), 10)) == vgg
+    # torchvision ResNet-50 (25,557,032 params, 1000 classes) with a 3x3 CIFAR stem, 10 classes.
+    resnet50 = 25_557_032 - 3 * 64 * 7 * 7 + 3 * 64 * 3 * 3 - dense(2048, 1000) + dense(2048, 10)
+    assert count(build_model("resnet50", (3, 32, 32), 10)) == resnet50
+
+
+def test_vgg11_gn_follows_diversefl_table1_layers():
+    model = build_model("vgg11_gn", (3, 32, 32), 10)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(m.num_channels // m.num_groups == 16 for m in norms)
+    assert all(float(m.weight.min()) == 1.0 and float(m.bias.abs().max()) == 0.0 for m in norms)
+    drops = sorted(m.p for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert drops == [0.2] * 8 + [0.5] * 2
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(float(m.bias.abs().max()) == 0.0 for m in convs)
+
+
+def test_zero_init():
+    model = build_model("logreg", (1, 28, 28), 10, seed=3, init="zeros")
+    assert all(float(p.abs().max()) == 0.0 for p in model.parameters())
+    seeded = build_model("logreg", (1, 28, 28), 10, seed=3)
+    assert float(seeded[1].weight.abs().sum()) > 0
+    with pytest.raises(ValueError, match="init"):
+        build_model("logreg", (1, 28, 28), 10, init="ones")
