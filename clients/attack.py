@@ -10,10 +10,10 @@ import torch
 from flwr.common import Scalar
 
 from clients.honest import HonestClient
+from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.experiment import attack_round, malicious_ids
 from flsec_flower.training import BatchTransform
-from strategies.base import ATTACK_ACTIVE_METRIC
 
 ACTIVE_TAG = ATTACK_ACTIVE_METRIC
 """Fit-metrics key: ``True`` when the attacker acted this round (the adversary hook reads it)."""

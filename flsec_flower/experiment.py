@@ -6,6 +6,7 @@ agree on the split and on who attacks without exchanging anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,13 +102,31 @@ def client_indices(cfg: ExperimentConfig, dataset: Dataset) -> list[np.ndarray]:
     return _INDICES[key]
 
 
+ReservedData = Callable[[ExperimentConfig, Dataset], "np.ndarray | None"]
+"""``reserved(cfg, dataset)``: training indices the configured attack keeps from honest clients."""
+
+_RESERVED_DATA: list[ReservedData] = []
+
+
+def register_reserved_data(reserved: ReservedData) -> None:
+    """Install the lookup of the attack's reserved examples.
+
+    The core knows no attack; the assembly layer (``flsec_flower.registry``,
+    at import) installs a function that asks the configured attack's class.
+    """
+    _RESERVED_DATA[:] = [reserved]
+
+
 def _reserved(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
     """Training examples the attack keeps from honest clients (``None`` for most attacks)."""
     if cfg.attack is None or not malicious_ids(cfg):
         return None
-    from flsec_flower import registry
-
-    return registry.attack_class(cfg.attack.name).reserved_indices(cfg, dataset)
+    if not _RESERVED_DATA:
+        raise RuntimeError(
+            "an attack's data layout needs the attack classes: import flsec_flower.registry "
+            "before computing partitions"
+        )
+    return _RESERVED_DATA[0](cfg, dataset)
 
 
 def preset_indices(cfg: ExperimentConfig, indices: list[np.ndarray]) -> None:

@@ -43,7 +43,13 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from flsec_flower.aggregation import Adversary, Aggregate, LocalTrainer, RoundContext
+from flsec_flower.aggregation import (
+    ATTACK_ACTIVE_METRIC,
+    Adversary,
+    Aggregate,
+    LocalTrainer,
+    RoundContext,
+)
 from flsec_flower.params import ParamLayout, resolve_device
 
 logger = logging.getLogger("flsec")
@@ -52,9 +58,6 @@ RoundListener = Callable[[int, dict], None]
 """``listener(server_round, record)``: receives evaluation metrics and diagnostics."""
 
 PARTITION_ID_QUERY = "partition_id"
-
-ATTACK_ACTIVE_METRIC = "attack_active"
-"""Fit-metrics key an attacking client sets to ``True`` in the rounds it attacks."""
 
 
 @dataclass
