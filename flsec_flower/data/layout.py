@@ -28,6 +28,9 @@ and adds what the five papers' setups need:
     honest clients and is split into contiguous near-equal chunks among the
     attackers (DiverseFL's backdoor: the clients owning digit 3 are the
     Byzantine ones); added to their own part when the split includes them.
+
+  With ``"honest_union"`` or ``"iid_sample"`` and a split among all clients,
+  the attackers' own parts of the split are held by nobody.
 """
 
 from __future__ import annotations
