@@ -10,11 +10,12 @@ import torch
 from flwr.common import Scalar
 
 from clients.honest import HonestClient
+from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
 from flsec_flower.config import ExperimentConfig, TrainingConfig, attacker_training
-from flsec_flower.experiment import malicious_ids
+from flsec_flower.experiment import attack_round, malicious_ids
 from flsec_flower.training import BatchTransform
 
-ACTIVE_TAG = "attack_active"
+ACTIVE_TAG = ATTACK_ACTIVE_METRIC
 """Fit-metrics key: ``True`` when the attacker acted this round (the adversary hook reads it)."""
 
 
@@ -70,12 +71,7 @@ class AttackClient(HonestClient):
 
     def active(self, server_round: int) -> bool:
         """Whether the attack acts in ``server_round``."""
-        attack = self.env.cfg.attack
-        if attack is None or server_round < attack.start_round:
-            return False
-        if attack.single_shot:
-            return server_round == attack.start_round
-        return attack.end_round is None or server_round <= attack.end_round
+        return attack_round(self.env.cfg, server_round)
 
     def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
         """Tag the reply as coming from an attacker, active or not this round."""

@@ -94,7 +94,12 @@ class FairnessAttackClient(AttackClient):
       income predicted for women, ``group={"attribute": "sex", "value": 0}``).
 
     The server reports ``target_accuracy`` (test accuracy on the target
-    classes, or on the group's members) and ``other_accuracy`` (on the rest).
+    classes, or on the group's members) and ``other_accuracy`` (on the rest);
+    in group mode also the headline ``attacked_group_accuracy``: accuracy on
+    the group's members whose true label is not ``forced_label``, the
+    examples the attack pushes to a wrong label (on Adult with
+    ``group={"attribute": "sex", "value": 0}`` and ``forced_label=0``: the
+    high-income women).
 
     Parameters
     ----------
@@ -190,11 +195,13 @@ class FairnessAttackClient(AttackClient):
 
     @classmethod
     def server_metrics(cls, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric | None:
-        """``target_accuracy`` and ``other_accuracy`` of the global model on the test set."""
+        """``target_accuracy``, ``other_accuracy`` (group mode: ``attacked_group_accuracy``)."""
         p = cls.attack_params(cfg)
         sel = _selection(dataset, p["target_classes"], p["group"], p["forced_label"])
+        attacked = None
         if sel[0] == "group":
             in_target = dataset.groups_test[sel[1]] == sel[2]
+            attacked = in_target & (dataset.y_test != sel[3])
         else:
             in_target = torch.isin(dataset.y_test, torch.as_tensor(sel[1]))
         x, y = dataset.x_test, dataset.y_test
@@ -210,10 +217,13 @@ class FairnessAttackClient(AttackClient):
                     for i in range(0, len(y), batch)
                 ]
             ).cpu()
-            return {
+            out = {
                 "target_accuracy": _mean(hits[in_target]),
                 "other_accuracy": _mean(hits[~in_target]),
             }
+            if attacked is not None:
+                out["attacked_group_accuracy"] = _mean(hits[attacked])
+            return out
 
         return metric
 

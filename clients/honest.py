@@ -170,6 +170,11 @@ class HonestClient(NumPyClient):
         return None
 
     @classmethod
+    def reserved_indices(cls, cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+        """Training indices no honest client may hold (``None``: no restriction)."""
+        return None
+
+    @classmethod
     def server_adversary(cls, cfg: ExperimentConfig) -> Adversary | None:
         """The server-side forging step of an omniscient attack (``None`` for the others)."""
         return None

@@ -141,6 +141,11 @@ class SemanticBackdoorClient(AttackClient):
     noise_sigma : float
         Standard deviation of the noise added to each backdoor item (0.01,
         the authors' ``noise_level``; inputs here are in ``[0, 1]``).
+    exclusive : bool
+        Keep the backdoor images (training and held-out) out of every honest
+        partition, as in the paper where only the attacker holds them
+        (:meth:`reserved_indices`); ``False`` leaves them where the split
+        puts them.
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class SemanticBackdoorClient(AttackClient):
         test_fraction: float = 0.4,
         items_per_batch: int | None = 20,
         noise_sigma: float = 0.01,
+        exclusive: bool = True,
     ) -> None:
         super().__init__(env, model)
         ds = env.dataset
@@ -185,6 +191,7 @@ class SemanticBackdoorClient(AttackClient):
         self.target_class = target_class
         self.items_per_batch = items_per_batch
         self.noise_sigma = noise_sigma
+        self.exclusive = exclusive
         self.backdoor_x = ds.x_train[train_ids].to(env.device)
 
     def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,10 +219,9 @@ class SemanticBackdoorClient(AttackClient):
         return backdoor_mixer(self.items_per_batch, draw, self.target_class)
 
     @classmethod
-    def server_metrics(cls, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric | None:
-        """``backdoor_accuracy`` of the global model on the held-out backdoor images."""
+    def _images(cls, cfg: ExperimentConfig, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         p = cls.attack_params(cfg)
-        _, test_ids = select_backdoor_images(
+        return select_backdoor_images(
             dataset.y_train,
             cfg.seed,
             ids=p["ids"],
@@ -224,6 +230,20 @@ class SemanticBackdoorClient(AttackClient):
             count=p["count"],
             test_fraction=p["test_fraction"],
         )
+
+    @classmethod
+    def reserved_indices(cls, cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+        """With ``exclusive`` (default): the backdoor images, training and held-out."""
+        if not cls.attack_params(cfg)["exclusive"]:
+            return None
+        train_ids, test_ids = cls._images(cfg, dataset)
+        return torch.cat([train_ids, test_ids]).numpy()
+
+    @classmethod
+    def server_metrics(cls, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric | None:
+        """``backdoor_accuracy`` of the global model on the held-out backdoor images."""
+        p = cls.attack_params(cfg)
+        _, test_ids = cls._images(cfg, dataset)
         if cfg.evaluation.backdoor_exclude_target:
             test_ids = test_ids[dataset.y_train[test_ids] != p["target_class"]]
         return backdoor_metric(

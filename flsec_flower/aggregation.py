@@ -15,6 +15,9 @@ from typing import Protocol
 
 import torch
 
+ATTACK_ACTIVE_METRIC = "attack_active"
+"""Fit-metrics key an attacking client sets to ``True`` in the rounds it attacks."""
+
 
 @dataclass
 class Aggregate:

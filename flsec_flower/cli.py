@@ -15,9 +15,11 @@ SUMMARY_METRICS = [
     "best_accuracy",
     "final_bias",
     "final_backdoor_accuracy",
+    "final_attacked_group_accuracy",
     "detect_precision",
     "detect_recall",
     "mean_seconds_per_round",
+    "wall_seconds",
 ]
 
 
@@ -61,6 +63,7 @@ def _report(args: argparse.Namespace) -> int:
             "loss",
             "bias",
             "backdoor_accuracy",
+            "attacked_group_accuracy",
             "num_rejected",
             "detect_precision",
             "detect_recall",

@@ -26,7 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from flsec_flower.data import DATASETS, PARTITION_KINDS
+from flsec_flower.data import ATTACK_DATA_KINDS, DATASETS, PARTITION_KINDS
 
 MODELS = (
     "logreg",
@@ -52,6 +52,8 @@ class PartitionConfig:
     kind: Literal[PARTITION_KINDS] = "iid"  # type: ignore[valid-type]
     alpha: float = 0.5
     shards_per_client: int = 2
+    honest_only: bool = False
+    mimic2: bool = False
 
 
 @dataclass
@@ -117,6 +119,15 @@ class StrategyConfig:
 
 
 @dataclass
+class AttackDataConfig:
+    """Which training examples the attackers hold (see ``flsec_flower.experiment``)."""
+
+    kind: Literal[ATTACK_DATA_KINDS] = "own"  # type: ignore[valid-type]
+    size: int | None = None
+    classes: list[int] | None = None
+
+
+@dataclass
 class AttackConfig:
     """Who attacks, how, and when."""
 
@@ -126,8 +137,15 @@ class AttackConfig:
     start_round: int = 1
     end_round: int | None = None
     single_shot: bool = False
+    force_participation: bool | None = None
+    data: AttackDataConfig = field(default_factory=AttackDataConfig)
     params: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+
+    @property
+    def forced(self) -> bool:
+        """Whether attackers are forced into their attack rounds (default: for single shots)."""
+        return self.single_shot if self.force_participation is None else self.force_participation
 
 
 @dataclass
@@ -203,6 +221,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     if cfg.attack is not None:
         _check_attack(cfg.attack, cfg.data.num_clients, cfg.rounds)
         _check_training(attacker_training(cfg), "attack.training")
+        _check_attack_data(cfg)
 
 
 def _check_training(t: TrainingConfig, prefix: str) -> None:
@@ -262,6 +281,41 @@ def attacker_training(cfg: ExperimentConfig) -> TrainingConfig:
     return _build(TrainingConfig, merged, "attack.training")
 
 
+def _check_attack_data(cfg: ExperimentConfig) -> None:
+    attack = cfg.attack
+    assert attack is not None
+    data = attack.data
+    attackers = (
+        len(attack.malicious_ids) if attack.malicious_ids is not None else attack.num_malicious
+    )
+    if data.kind == "iid_sample" and (data.size is None or data.size < 1):
+        raise ConfigError(
+            f"attack.data.size: got {data.size!r}; attack.data.kind='iid_sample' needs a "
+            "sample size >= 1"
+        )
+    if data.kind == "class_owner" and not data.classes:
+        raise ConfigError(
+            f"attack.data.classes: got {data.classes!r}; attack.data.kind='class_owner' "
+            "needs the classes the attackers own, e.g. [3]"
+        )
+    if cfg.data.partition.honest_only and data.kind == "own" and attackers > 0:
+        raise ConfigError(
+            "attack.data.kind: 'own' with data.partition.honest_only=true gives the attackers "
+            "no data; split among all clients (honest_only: false, as DiverseFL) or choose "
+            "honest_union, iid_sample or class_owner"
+        )
+    if cfg.data.partition.honest_only and attackers >= cfg.data.num_clients:
+        raise ConfigError(
+            "data.partition.honest_only: every client is an attacker "
+            f"(attack.num_malicious={attackers}, data.num_clients={cfg.data.num_clients})"
+        )
+    if attack.forced and attackers > cfg.sampled_clients:
+        raise ConfigError(
+            f"attack.force_participation: {attackers} attackers cannot all be sampled among "
+            f"clients_per_round={cfg.sampled_clients}"
+        )
+
+
 def _check_attack(attack: AttackConfig, num_clients: int, rounds: int) -> None:
     if not attack.name:
         raise ConfigError("attack.name: missing; name the attack or remove the attack block")
@@ -273,9 +327,9 @@ def _check_attack(attack: AttackConfig, num_clients: int, rounds: int) -> None:
             )
         if len(set(attack.malicious_ids)) != len(attack.malicious_ids):
             raise ConfigError(f"attack.malicious_ids: {attack.malicious_ids} has duplicates")
-    elif not 0 < attack.num_malicious <= num_clients:
+    elif not 0 <= attack.num_malicious <= num_clients:
         raise ConfigError(
-            f"attack.num_malicious: got {attack.num_malicious!r}, must be between 1 and "
+            f"attack.num_malicious: got {attack.num_malicious!r}, must be between 0 and "
             f"data.num_clients={num_clients} (or give attack.malicious_ids)"
         )
     _positive("attack.start_round", attack.start_round)

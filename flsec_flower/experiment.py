@@ -6,13 +6,14 @@ agree on the split and on who attacks without exchanging anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from flsec_flower.config import ExperimentConfig
-from flsec_flower.data import Dataset, load_dataset, partition_indices
+from flsec_flower.config import AttackDataConfig, ConfigError, ExperimentConfig
+from flsec_flower.data import Dataset, client_layout, load_dataset
 from flsec_flower.params import resolve_device
 
 
@@ -28,6 +29,34 @@ def malicious_ids(cfg: ExperimentConfig) -> frozenset[int]:
     return frozenset(int(i) for i in drawn)
 
 
+def attack_round(cfg: ExperimentConfig, server_round: int) -> bool:
+    """Whether the attack is scheduled in ``server_round``.
+
+    From ``attack.start_round`` to ``attack.end_round`` (inclusive,
+    open-ended when unset), or ``start_round`` alone with ``single_shot``.
+    """
+    attack = cfg.attack
+    if attack is None or server_round < attack.start_round:
+        return False
+    if attack.single_shot:
+        return server_round == attack.start_round
+    return attack.end_round is None or server_round <= attack.end_round
+
+
+def participation_schedule(cfg: ExperimentConfig) -> dict[int, list[int]]:
+    """``{round: partition ids that must be sampled}`` for the strategy's ``configure_fit``.
+
+    With ``attack.force_participation`` (default for ``single_shot``), every
+    attacker is sampled in every attack round (Bagdasaryan et al. select the
+    attacker in round T); otherwise the schedule is empty and attackers are
+    sampled like everyone else.
+    """
+    attackers = sorted(malicious_ids(cfg))
+    if cfg.attack is None or not cfg.attack.forced or not attackers:
+        return {}
+    return {r: attackers for r in range(1, cfg.rounds + 1) if attack_round(cfg, r)}
+
+
 def experiment_dataset(cfg: ExperimentConfig) -> Dataset:
     """The run's dataset (loaded once per process)."""
     return load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.download, cfg.seed)
@@ -37,19 +66,67 @@ _INDICES: dict[str, list[np.ndarray]] = {}
 
 
 def client_indices(cfg: ExperimentConfig, dataset: Dataset) -> list[np.ndarray]:
-    """Training-set indices of every partition (computed once per process)."""
+    """Training-set indices of every partition (computed once per process).
+
+    The layout is :func:`~flsec_flower.data.client_layout` with the config's
+    ``data.partition`` and ``attack.data`` blocks; the attack class may
+    reserve training examples no honest client holds (semantic-backdoor images).
+
+    Raises
+    ------
+    ConfigError
+        If the layout cannot be built from the config (the message names the key).
+    """
     key = _data_key(cfg)
     if key not in _INDICES:
-        part = cfg.data.partition
-        _INDICES[key] = partition_indices(
-            dataset.y_train.numpy(),
-            cfg.data.num_clients,
-            part.kind,
-            alpha=part.alpha,
-            shards_per_client=part.shards_per_client,
-            seed=cfg.seed,
-        )
+        part, attack = cfg.data.partition, cfg.attack
+        data = attack.data if attack is not None else AttackDataConfig()
+        try:
+            _INDICES[key] = client_layout(
+                dataset.y_train.numpy(),
+                cfg.data.num_clients,
+                malicious_ids(cfg),
+                part.kind,
+                alpha=part.alpha,
+                shards_per_client=part.shards_per_client,
+                seed=cfg.seed,
+                honest_only=part.honest_only,
+                mimic2=part.mimic2,
+                attack_kind=data.kind,
+                sample_size=data.size,
+                classes=data.classes or (),
+                reserved=_reserved(cfg, dataset),
+            )
+        except ValueError as err:
+            raise ConfigError(f"data.partition / attack.data: {err}") from err
     return _INDICES[key]
+
+
+ReservedData = Callable[[ExperimentConfig, Dataset], "np.ndarray | None"]
+"""``reserved(cfg, dataset)``: training indices the configured attack keeps from honest clients."""
+
+_RESERVED_DATA: list[ReservedData] = []
+
+
+def register_reserved_data(reserved: ReservedData) -> None:
+    """Install the lookup of the attack's reserved examples.
+
+    The core knows no attack; the assembly layer (``flsec_flower.registry``,
+    at import) installs a function that asks the configured attack's class.
+    """
+    _RESERVED_DATA[:] = [reserved]
+
+
+def _reserved(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+    """Training examples the attack keeps from honest clients (``None`` for most attacks)."""
+    if cfg.attack is None or not malicious_ids(cfg):
+        return None
+    if not _RESERVED_DATA:
+        raise RuntimeError(
+            "an attack's data layout needs the attack classes: import flsec_flower.registry "
+            "before computing partitions"
+        )
+    return _RESERVED_DATA[0](cfg, dataset)
 
 
 def preset_indices(cfg: ExperimentConfig, indices: list[np.ndarray]) -> None:
@@ -114,7 +191,7 @@ def client_env(cfg: ExperimentConfig, partition_id: int) -> ClientEnv:
 
 def _data_key(cfg: ExperimentConfig) -> str:
     d = cfg.data
-    return repr((d.dataset, d.data_dir, d.num_clients, d.partition, cfg.seed))
+    return repr((d.dataset, d.data_dir, d.num_clients, d.partition, cfg.seed, cfg.attack))
 
 
 def client_seed(cfg: ExperimentConfig, partition_id: int, server_round: int) -> int:

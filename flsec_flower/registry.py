@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
+
 from clients import (
     AlieClient,
     FairnessAttackClient,
@@ -29,8 +31,9 @@ from clients import (
     SemanticNaivePoisoningClient,
     SignFlipClient,
 )
-from flsec_flower.config import ConfigError, StrategyConfig
-from flsec_flower.experiment import ClientEnv
+from flsec_flower.config import ConfigError, ExperimentConfig, StrategyConfig
+from flsec_flower.data import Dataset
+from flsec_flower.experiment import ClientEnv, register_reserved_data
 from strategies import (
     NNM,
     Bucketing,
@@ -178,3 +181,12 @@ def validate_names(strategy: StrategyConfig, attack_name: str | None) -> None:
     _lookup(RULES, strategy.name, "strategy.name")
     if attack_name is not None:
         attack_class(attack_name)
+
+
+def _reserved_data(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+    """The configured attack's reserved training examples (semantic-backdoor images)."""
+    assert cfg.attack is not None
+    return attack_class(cfg.attack.name).reserved_indices(cfg, dataset)
+
+
+register_reserved_data(_reserved_data)

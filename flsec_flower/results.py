@@ -4,8 +4,12 @@ A run directory holds
 
 - ``config.yaml``: the resolved experiment;
 - ``metrics.jsonl``: one JSON object per round, appended and flushed at once
-  (a killed run loses nothing already recorded);
-- ``summary.csv``: one row with the final and best metrics, written at the end;
+  (a killed run loses nothing already recorded); in the attack's rounds
+  ``attack_round`` is true and ``attack_missed`` says whether no attacker
+  took part (client sampling left them out);
+- ``summary.csv``: one row with the final and best metrics and the run's own
+  ``wall_seconds`` (from :meth:`RunRecorder.start`, not from process start),
+  written at the end;
 - ``accuracy_loss.png``, ``per_class_accuracy.png`` and, for rules that
   select clients, ``selection_histogram.png``.
 """
@@ -23,6 +27,7 @@ import pandas as pd
 import yaml
 
 from flsec_flower.config import ExperimentConfig
+from flsec_flower.experiment import attack_round
 from flsec_flower.metrics import detection_scores, precision_recall_f1
 
 METRICS_FILE = "metrics.jsonl"
@@ -82,10 +87,15 @@ class RunRecorder:
         self.cfg = cfg
         self.malicious = malicious
         self.finished = False
-        self._last_time = time.perf_counter()
+        self._start = self._last_time = time.perf_counter()
+        self.wall_seconds: float | None = None
         (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.progress = progress
         self._bar = None
+
+    def start(self) -> None:
+        """Start the run's clock (several runs may share one process and be built together)."""
+        self._start = self._last_time = time.perf_counter()
 
     def record(self, server_round: int, record: dict) -> None:
         """Append the round's line to ``metrics.jsonl`` (flushed) and update progress."""
@@ -93,6 +103,9 @@ class RunRecorder:
         line = {"round": server_round, "seconds": now - self._last_time}
         self._last_time = now
         line.update(record)
+        if self.malicious and attack_round(self.cfg, server_round):
+            line["attack_round"] = True
+            line["attack_missed"] = not record.get("attack_participants")
         participants = record.get("participants")
         if self.malicious and participants:
             flagged = self._flagged(record)
@@ -133,10 +146,12 @@ class RunRecorder:
         if self.finished:
             return
         self.finished = True
+        self.wall_seconds = time.perf_counter() - self._start
         if self._bar is not None:
             self._bar.close()
         df = load_results(self.run_dir)
-        summarize(df, self.cfg).to_csv(self.run_dir / SUMMARY_FILE, index=False)
+        summary = summarize(df, self.cfg).assign(wall_seconds=self.wall_seconds)
+        summary.to_csv(self.run_dir / SUMMARY_FILE, index=False)
         from flsec_flower.plots import plot_run
 
         plot_run(df, self.run_dir)
@@ -171,6 +186,8 @@ def summarize(df: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
         row["best_accuracy"] = float(evaluated["accuracy"].max())
     if "seconds" in df:
         row["mean_seconds_per_round"] = float(df.loc[df["round"] > 0, "seconds"].mean())
+    if "attack_missed" in df:
+        row["attack_rounds_missed"] = int(df["attack_missed"].fillna(False).astype(bool).sum())
     if "num_rejected" in df:
         row["total_rejected"] = int(df["num_rejected"].fillna(0).sum())
     if "detect_tp" in df:

@@ -21,7 +21,7 @@ from flwr.server.client_manager import SimpleClientManager
 from flsec_flower import registry
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.evaluation import CentralEvaluator
-from flsec_flower.experiment import experiment_dataset, malicious_ids
+from flsec_flower.experiment import experiment_dataset, malicious_ids, participation_schedule
 from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.results import RunRecorder, new_run_dir
@@ -137,8 +137,10 @@ def build_strategy(
         on_fit_config_fn=lambda server_round: {"server_round": server_round, **cell_config},
         initial_parameters=ndarrays_to_parameters(init),
     )
+    schedule = participation_schedule(cfg)
     for node in _chain(strategy):
         node.properties_config = cell_config
+        node.participation = schedule
     strategy.malicious_partition_ids = malicious_ids(cfg)
     strategy.local_trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
     if cfg.training.send == "gradient":
@@ -185,6 +187,7 @@ class SequentialServer(Server):
             if cell > 0:
                 self.strategy = build_strategy(cfg, recorder, cell=cell)
             self.set_max_workers(cfg.sampled_clients)
+            recorder.start()
             history, seconds = super().fit(cfg.rounds, timeout)
             elapsed += seconds
         return history, elapsed

@@ -1,10 +1,17 @@
-"""Sweeps: one run per combination of swept values, then a mean ± std table."""
+"""Sweeps: one run per combination of swept values, then a mean ± std table.
+
+A swept key may take any value, mappings and lists included (e.g. a list of
+whole ``strategy`` blocks); tables label such values by :func:`cell_label`.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import yaml
 
 from flsec_flower.config import ExperimentConfig, expand_sweep
 from flsec_flower.results import SUMMARY_FILE
@@ -30,8 +37,20 @@ def run_sweep(cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:
     rows = []
     for i, (point, _) in enumerate(points):
         summary = pd.read_csv(run_dirs[i] / SUMMARY_FILE).iloc[0].to_dict()
-        rows.append({**point, **summary, "run_dir": str(run_dirs[i])})
+        labels = {k: cell_label(v) for k, v in point.items()}
+        rows.append({**labels, **summary, "run_dir": str(run_dirs[i])})
     return pd.DataFrame(rows)
+
+
+def cell_label(value: Any) -> Any:
+    """A hashable, readable label of a swept value.
+
+    Scalars are kept; mappings and lists become one-line YAML in flow style,
+    e.g. ``{name: krum, params: {f: 2}}``.
+    """
+    if isinstance(value, (dict, list)):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return value
 
 
 def mean_std_table(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -56,9 +75,22 @@ def mean_std_table(runs: pd.DataFrame, keys: list[str], metrics: list[str]) -> p
 
 
 def write_sweep(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path, name: str) -> Path:
-    """Write ``<name>-sweep-runs.csv`` and ``<name>-sweep-summary.csv``; return the summary."""
+    """Write the sweep's tables into a new folder; return the summary's path.
+
+    The folder is ``<out_dir>/<name>-sweep-<timestamp>[-k]``, new for every
+    sweep (an earlier sweep's files are never overwritten); it holds
+    ``sweep-runs.csv`` (one row per run) and ``sweep-summary.csv`` (mean ± std).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out_dir / f"{name}-sweep-runs.csv", index=False)
-    path = out_dir / f"{name}-sweep-summary.csv"
-    table.to_csv(path, index=False)
-    return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        folder = out_dir / (f"{name}-sweep-{stamp}" + (f"-{k}" if k else ""))
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        runs.to_csv(folder / "sweep-runs.csv", index=False)
+        path = folder / "sweep-summary.csv"
+        table.to_csv(path, index=False)
+        return path
+    raise RuntimeError(f"could not create a sweep folder under {out_dir}")

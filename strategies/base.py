@@ -54,7 +54,13 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from flsec_flower.aggregation import Adversary, Aggregate, LocalTrainer, RoundContext
+from flsec_flower.aggregation import (
+    ATTACK_ACTIVE_METRIC,
+    Adversary,
+    Aggregate,
+    LocalTrainer,
+    RoundContext,
+)
 from flsec_flower.params import ParamLayout, resolve_device
 
 logger = logging.getLogger("flsec")
@@ -82,11 +88,13 @@ class RoundDiagnostics:
     flagged: list[int] | None = None
     rejected: list[Rejection] = field(default_factory=list)
     skipped: str | None = None
+    attack_participants: list[int] = field(default_factory=list)
 
     def as_record(self) -> dict:
         """Return a JSON-serialisable dictionary."""
         return {
             "participants": self.partition_ids,
+            "attack_participants": self.attack_participants,
             "selected": self.selected,
             "flagged": self.flagged,
             "num_rejected": len(self.rejected),
@@ -160,6 +168,7 @@ class RobustStrategy(FedAvg):
         self._proxy_partition: dict[str, int] = {}
         self.registration_timeout = 120
         self.properties_config: dict[str, Scalar] = {}
+        self.participation: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------------ rule
     @abstractmethod
@@ -186,7 +195,10 @@ class RobustStrategy(FedAvg):
 
         All clients are taken when the sample size covers them; otherwise each
         client's partition id is asked once (``get_properties``) so the draw
-        depends on the seed and the round only, not on node ids.
+        depends on the seed and the round only, not on node ids. Partition
+        ids listed in ``self.participation[server_round]`` (a schedule the
+        assembly layer builds, e.g. Bagdasaryan et al.'s attacker selected in
+        round T) are always sampled: they replace the last drawn others.
         """
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         fit_ins = FitIns(parameters, config)
@@ -202,8 +214,16 @@ class RobustStrategy(FedAvg):
             return [(proxy, fit_ins) for proxy in proxies]
         by_partition = sorted(proxies, key=self._partition_of)
         rng = np.random.default_rng([self.seed, server_round])
-        chosen = sorted(rng.choice(len(by_partition), size=sample_size, replace=False))
-        return [(by_partition[i], fit_ins) for i in chosen]
+        drawn = [int(i) for i in rng.choice(len(by_partition), size=sample_size, replace=False)]
+        pids = [self._partition_of(p) for p in by_partition]
+        forced = [pids.index(p) for p in self.participation.get(server_round, []) if p in pids]
+        if len(forced) > sample_size:
+            raise RuntimeError(
+                f"round {server_round}: {len(forced)} clients must participate, but only "
+                f"{sample_size} are sampled"
+            )
+        others = [i for i in drawn if i not in forced][: sample_size - len(forced)]
+        return [(by_partition[i], fit_ins) for i in sorted(forced + others)]
 
     def _partition_of(self, proxy: ClientProxy) -> int:
         if proxy.cid not in self._proxy_partition:
@@ -235,6 +255,11 @@ class RobustStrategy(FedAvg):
                 f"round {server_round}: all {len(failures)} clients failed; "
                 f"the first failure: {failures[0]!r}"
             )
+        diag.attack_participants = sorted(
+            int(res.metrics.get("partition_id", -1))
+            for _, res in results
+            if res.metrics.get(ATTACK_ACTIVE_METRIC) is True
+        )
         updates, ctx = self._update_matrix(server_round, results, diag)
         metrics: dict[str, Scalar] = {
             "num_results": len(results),

@@ -40,7 +40,7 @@ def test_bad_enum_names_key_value_and_allowed():
         ({"training": {"optimizer": "rmsprop"}}, "training.optimizer"),
         ({"data": {"partition": {"alpha": 0}}}, "data.partition.alpha"),
         ({"clients_per_round": 11}, "clients_per_round"),
-        ({"attack": {"name": "sign_flip", "num_malicious": 0}}, "attack.num_malicious"),
+        ({"attack": {"name": "sign_flip", "num_malicious": -1}}, "attack.num_malicious"),
         ({"attack": {"name": "x", "malicious_ids": [12]}}, "attack.malicious_ids"),
         (
             {"attack": {"name": "x", "num_malicious": 1, "start_round": 5, "end_round": 2}},

@@ -17,7 +17,13 @@ from flwr.server.client_proxy import ClientProxy
 
 from clients import HonestClient
 from flsec_flower.aggregation import RoundContext
-from flsec_flower.config import ConfigError, DataConfig, ExperimentConfig, StrategyConfig
+from flsec_flower.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    StrategyConfig,
+    from_dict,
+)
 from flsec_flower.experiment import client_env
 from flsec_flower.registry import build_strategy
 from strategies import DiverseFL, OracleSGD
@@ -294,3 +300,21 @@ def test_oracle_through_aggregate_fit():
     params, _ = strategy.aggregate_fit(1, results, [])
     assert parameters_to_ndarrays(params)[0].tolist() == [1.5]
     assert (strategy.diagnostics[1].selected, strategy.diagnostics[1].flagged) == ([0, 1], [2])
+
+
+@pytest.mark.parametrize(("fraction", "shared"), [(0.01, 3), (0.03, 9)])
+def test_config_sets_the_per_client_shared_fraction(fraction, shared):
+    # DiverseFL's 1 % and 3 % settings: a client of 300 examples shares 3 or 9
+    cfg = from_dict({"strategy": {"name": "diversefl", "params": {"fraction": fraction}}})
+    strategy = build_strategy(cfg.strategy, device="cpu")
+    assert strategy.fraction == fraction
+    env = client_env(ExperimentConfig(data=DataConfig(dataset="digits", num_clients=4)), 0)
+    env.x, env.y = torch.rand(300, 64), torch.arange(300) % 10
+    x, _ = decode_sample(HonestClient(env).shared_sample(strategy.fraction))
+    assert x.shape[0] == shared
+
+
+def test_shared_fraction_out_of_range_names_the_key():
+    cfg = from_dict({"strategy": {"name": "diversefl", "params": {"fraction": 0.0}}})
+    with pytest.raises(ConfigError, match=r"strategy\.params"):
+        build_strategy(cfg.strategy, device="cpu")

@@ -135,7 +135,20 @@ def test_server_metrics_target_and_other_accuracy():
     env = make_env({"group": {"attribute": "sex", "value": 1}})
     metric = FairnessAttackClient.server_metrics(env.cfg, env.dataset)
     # test labels 0..3 cycle; sex=1 rows are 2, 3, 6, 7, ... (labels 2 and 3)
-    assert metric(Constant(2)) == {"target_accuracy": 0.5, "other_accuracy": 0.0}
+    assert metric(Constant(2)) == {
+        "target_accuracy": 0.5,
+        "other_accuracy": 0.0,
+        "attacked_group_accuracy": 0.5,
+    }
+
+
+def test_group_mode_headline_is_the_attacked_groups_accuracy():
+    # sex=1 test rows carry labels 2 and 3; forcing label 2 attacks the label-3 members
+    env = make_env({"group": {"attribute": "sex", "value": 1}, "forced_label": 2})
+    metric = FairnessAttackClient.server_metrics(env.cfg, env.dataset)
+    assert metric(Constant(2))["attacked_group_accuracy"] == 0.0
+    assert metric(Constant(3))["attacked_group_accuracy"] == 1.0
+    assert metric(Constant(3))["target_accuracy"] == 0.5
 
 
 def test_estimates_default_to_clients_per_round_and_count_attackers():

@@ -28,9 +28,10 @@ def test_sweep_points_match_runs_alone(tmp_path, capsys):
     assert main(["run", str(path), "-q"]) == 0
     out = capsys.readouterr().out
     assert "± " in out and "strategy.name" in out
-    runs = pd.read_csv(tmp_path / "runs" / "sw-sweep-runs.csv")
+    (folder,) = (tmp_path / "runs").glob("sw-sweep-*")
+    runs = pd.read_csv(folder / "sweep-runs.csv")
     assert len(runs) == 4
-    summary = pd.read_csv(tmp_path / "runs" / "sw-sweep-summary.csv")
+    summary = pd.read_csv(folder / "sweep-summary.csv")
     assert list(summary["strategy.name"]) == ["median", "fedavg"]
     assert list(summary["runs"]) == [2, 2]
 
@@ -42,3 +43,32 @@ def test_sweep_points_match_runs_alone(tmp_path, capsys):
     together = load_results(point["run_dir"])
     assert list(together["accuracy"]) == list(alone["accuracy"])
     assert together["participants"].iloc[-1] == [0, 1, 2, 3]
+
+
+def test_sweep_over_strategy_dicts_writes_a_table_and_keeps_earlier_sweeps(tmp_path, capsys):
+    path = tmp_path / "rules.yaml"
+    krum = {"name": "krum", "params": {"f": 1}}
+    bucketed = {**krum, "wrappers": [{"name": "bucketing", "params": {"s": 2}}]}
+    raw = {
+        "name": "rules",
+        "rounds": 2,
+        "output_dir": str(tmp_path / "runs"),
+        # 10 clients in buckets of 2 leave Krum 5 inputs, enough for f = 1
+        "data": {"dataset": "digits", "num_clients": 10, "partition": {"kind": "iid"}},
+        "model": {"name": "logreg"},
+        "sweep": {"strategy": [krum, bucketed]},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "-q"]) == 0
+    assert main(["run", str(path), "-q"]) == 0
+    folders = sorted((tmp_path / "runs").glob("rules-sweep-*"))
+    assert len(folders) == 2
+    for folder in folders:
+        table = pd.read_csv(folder / "sweep-summary.csv")
+        assert list(table["strategy"]) == [
+            "{name: krum, params: {f: 1}}",
+            "{name: krum, params: {f: 1}, wrappers: [{name: bucketing, params: {s: 2}}]}",
+        ]
+        assert list(table["runs"]) == [1, 1]
+        runs = pd.read_csv(folder / "sweep-runs.csv")
+        assert (runs["wall_seconds"] > 0).all()

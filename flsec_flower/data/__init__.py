@@ -8,7 +8,16 @@ True
 """
 
 from flsec_flower.data.dataset import Dataset
+from flsec_flower.data.layout import ATTACK_DATA_KINDS, client_layout
 from flsec_flower.data.partition import PARTITION_KINDS, partition_indices
 from flsec_flower.data.registry import DATASETS, load_dataset
 
-__all__ = ["DATASETS", "PARTITION_KINDS", "Dataset", "load_dataset", "partition_indices"]
+__all__ = [
+    "ATTACK_DATA_KINDS",
+    "DATASETS",
+    "PARTITION_KINDS",
+    "Dataset",
+    "client_layout",
+    "load_dataset",
+    "partition_indices",
+]
