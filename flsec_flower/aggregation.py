@@ -30,12 +30,17 @@ class Aggregate:
         Rows of ``U`` the rule flagged as malicious and dropped.
     scores : torch.Tensor, optional
         One score per row (Krum score, trust score, ...), for diagnostics.
+    metrics : dict
+        Numbers the rule reports for the round (e.g. ``f_used``, the number
+        of Byzantine clients a rule with ``f`` actually tolerated); the
+        strategy base adds them to the round's metrics. Wrappers pass them on.
     """
 
     update: torch.Tensor
     selected: list[int] | None = None
     flagged: list[int] | None = None
     scores: torch.Tensor | None = None
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
 
 class LocalTrainer(Protocol):

@@ -205,7 +205,8 @@ def map_back(agg: Aggregate, groups: list[list[int]]) -> Aggregate:
     """Express an aggregate over groups in original rows.
 
     A row is selected when any group holding it is selected, and flagged
-    when every group holding it is flagged. Per-group scores are dropped.
+    when every group holding it is flagged. Per-group scores are dropped;
+    the rule's metrics are kept.
 
     Parameters
     ----------
@@ -236,7 +237,7 @@ def map_back(agg: Aggregate, groups: list[list[int]]) -> Aggregate:
         flagged = sorted(
             i for i in rows if all(t in dropped for t, g in enumerate(groups) if i in g)
         )
-    return Aggregate(update=agg.update, selected=selected, flagged=flagged)
+    return Aggregate(update=agg.update, selected=selected, flagged=flagged, metrics=agg.metrics)
 
 
 class Bucketing(WrappingStrategy):
