@@ -86,6 +86,9 @@ class RoundContext:
     malicious_partition_ids : frozenset of int
         Simulation ground truth. Only reference rules (OracleSGD) and the
         detection scoring may read it; a real defence never does.
+    on_too_few : str, optional
+        Overrides the ``on_too_few`` policy of rules with a Byzantine bound
+        (set by Bucketing for the rule it wraps); ``None``: each rule's own.
     """
 
     server_round: int
@@ -96,6 +99,7 @@ class RoundContext:
     client_metrics: list[dict] = field(default_factory=list)
     local_trainer: LocalTrainer | None = None
     malicious_partition_ids: frozenset[int] = frozenset()
+    on_too_few: str | None = None
 
     def subset(self, rows: list[int]) -> RoundContext:
         """Return the context restricted to ``rows`` (in that order)."""
