@@ -30,7 +30,7 @@ import logging
 import math
 import numbers
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -94,7 +94,7 @@ def read_partition_id(metrics: object) -> tuple[int | None, str | None]:
     >>> read_partition_id({"partition_id": "abc"})
     (None, "partition_id 'abc' is not an integer")
     """
-    if not isinstance(metrics, dict) or PARTITION_ID_QUERY not in metrics:
+    if not isinstance(metrics, Mapping) or PARTITION_ID_QUERY not in metrics:
         return None, "no partition_id metric"
     value = metrics[PARTITION_ID_QUERY]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -139,6 +139,16 @@ def test_a_reply_copying_an_honest_id_knocks_out_both_but_not_the_round(caplog):
     assert strategy.diagnostics[1].partition_ids == [0, 2]
 
 
+def test_metrics_of_any_mapping_type_are_read():
+    """Flower hands replies over in its own mapping types, not always a dict."""
+    from types import MappingProxyType
+
+    from strategies.base import read_partition_id
+
+    assert read_partition_id(MappingProxyType({"partition_id": 4})) == (4, None)
+    assert read_partition_id(None) == (None, "no partition_id metric")
+
+
 def test_rejections_are_in_the_round_record():
     rng = np.random.default_rng(13)
     _, results = honest_round(rng)
