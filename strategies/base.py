@@ -17,7 +17,9 @@ Each round, :meth:`RobustStrategy.aggregate_fit`
 4. calls :meth:`RobustStrategy.aggregate_updates` (the rule, possibly wrapped
    by pre/post transforms) on ``U``;
 5. moves the global model: ``x_global <- x_global + server_lr * aggregate``,
-   unless the aggregate is non-finite, in which case the round is skipped.
+   unless the aggregate is non-finite, in which case the round is skipped;
+6. adds the rule's own numbers (``Aggregate.metrics``, e.g. ``f_used``) to
+   the round's metrics and diagnostics.
 
 Robust rules never trust the client-reported ``num_examples``; the
 :class:`RoundContext` carries them for rules where weighting is an explicit
