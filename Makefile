@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/flsec demo
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -33,12 +33,17 @@ class Aggregate:
         Rows of ``U`` the rule flagged as malicious and dropped.
     scores : torch.Tensor, optional
         One score per row (Krum score, trust score, ...), for diagnostics.
+    metrics : dict
+        Numbers the rule reports for the round (e.g. ``f_used``, the number
+        of Byzantine clients a rule with ``f`` actually tolerated); the
+        strategy base adds them to the round's metrics. Wrappers pass them on.
     """
 
     update: torch.Tensor
     selected: list[int] | None = None
     flagged: list[int] | None = None
     scores: torch.Tensor | None = None
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
 
 class LocalTrainer(Protocol):
@@ -92,6 +97,9 @@ class RoundContext:
     malicious_partition_ids : frozenset of int
         Simulation ground truth. Only reference rules (OracleSGD) and the
         detection scoring may read it; a real defence never does.
+    on_too_few : str, optional
+        Overrides the ``on_too_few`` policy of rules with a Byzantine bound
+        (set by Bucketing for the rule it wraps); ``None``: each rule's own.
     """
 
     server_round: int
@@ -102,6 +110,7 @@ class RoundContext:
     client_metrics: list[dict] = field(default_factory=list)
     local_trainer: LocalTrainer | None = None
     malicious_partition_ids: frozenset[int] = frozenset()
+    on_too_few: str | None = None
 
     def subset(self, rows: list[int]) -> RoundContext:
         """Return the context restricted to ``rows`` (in that order)."""

@@ -57,6 +57,7 @@ from strategies import (
     TrimmedMean,
     WrappingStrategy,
 )
+from strategies._too_few import ByzantineBound
 
 # ---- aggregation rules (strategy.name)
 RULES: dict[str, type[RobustStrategy]] = {
@@ -159,6 +160,46 @@ def build_strategy(cfg: StrategyConfig, **common: Any) -> RobustStrategy:
         cls = _lookup(WRAPPERS, wrapper.name, f"{key}.name")
         strategy = _construct(cls, wrapper.params, f"{key}.params", inner=strategy, **common)
     return strategy
+
+
+def check_round_size(cfg: StrategyConfig, strategy: RobustStrategy, n: int) -> None:
+    """Refuse a config whose rounds of ``n`` updates cannot meet a rule's Byzantine bound.
+
+    Walks the built strategy from the outermost wrapper in: Bucketing turns
+    ``n`` into ``ceil(n / s)`` means for what it wraps and its
+    ``on_too_few`` governs the rules inside it. A rule whose policy is
+    ``"raise"`` and whose bound (``f``, or trimmed mean's ``b``) does not fit
+    would stop the run in round 1; this says so before the run starts.
+
+    Raises
+    ------
+    ConfigError
+        Naming the bound's key and, through bucketing, the ``s`` key.
+    """
+    keys = [f"strategy.wrappers[{i}]" for i in reversed(range(len(cfg.wrappers)))]
+    rows, policy, via = n, None, ""
+    level: object = strategy
+    for key in [*keys, "strategy"]:
+        if (
+            isinstance(level, ByzantineBound)
+            and (policy or level.on_too_few) == "raise"
+            and not level.fits(rows)
+        ):
+            raise ConfigError(
+                f"{key}.params.{level.f_param}: {type(level).__name__} with "
+                f"{level.f_param}={level.wanted_f(rows)} needs {level.requirement}, but rounds "
+                f"have n={rows} updates{via}; lower {key}.params.{level.f_param}"
+                + (", raise clients_per_round" if not via else "")
+                + f" or set {key}.params.on_too_few: reduce_f"
+            )
+        if isinstance(level, Bucketing):
+            policy = level.on_too_few
+            via += (
+                f" ({key}.params.s={level.s} makes {level.groups_for(rows)} bucket means "
+                f"of {rows} updates)"
+            )
+            rows = level.groups_for(rows)
+        level = getattr(level, "inner", None)
 
 
 def attack_class(name: str) -> type[HonestClient]:

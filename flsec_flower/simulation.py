@@ -45,10 +45,13 @@ def validate(cfg: ExperimentConfig) -> None:
 
     Builds the strategy once without Flower and one attacking client, so bad
     names and parameter values raise :class:`~flsec_flower.config.ConfigError`
-    here rather than failing every client inside the simulation.
+    here rather than failing every client inside the simulation. A rule's
+    ``f`` that rounds of ``clients_per_round`` updates cannot meet (under
+    ``on_too_few: raise``) is a config error too.
     """
     registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
-    registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
+    strategy = registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
+    registry.check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
     attackers = sorted(malicious_ids(cfg))
     if attackers:
         registry.build_client(client_env(cfg, attackers[0]), malicious=True)

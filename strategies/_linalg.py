@@ -8,6 +8,11 @@
 * :func:`sorted_columns` — every coordinate's values in ascending order, for
   the coordinate-wise rules (median, trimmed mean, Bulyan).
 
+Every Gram and distance matrix returned here is exactly symmetric (bit for
+bit, see :func:`symmetrize`) with an exactly zero diagonal for distances, so
+a selection never depends on which of ``(i, j)`` and ``(j, i)`` a rule reads
+and scikit-learn's symmetry checks (FLAME's HDBSCAN) always pass.
+
 Both work on chunks of columns, so the extra memory is a few MiB whatever
 ``d`` is, and on whatever device the updates live.
 """
@@ -43,8 +48,30 @@ def column_slices(d: int, chunk: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk, d))
 
 
+def symmetrize(matrix: torch.Tensor) -> torch.Tensor:
+    r"""The exactly symmetric matrix :math:`\tfrac12 (M + M^\top)`.
+
+    Floating-point addition is commutative, so :math:`M_{ij} + M_{ji}` and
+    :math:`M_{ji} + M_{ij}` round to the same value and the result is
+    symmetric bit for bit; the diagonal is unchanged. A float32 matrix
+    product ``B @ B.T`` is not always symmetric (its blocks are summed in
+    different orders), which is enough to flip a near-tie of two scores.
+
+    Examples
+    --------
+    >>> symmetrize(torch.tensor([[1.0, 2.0], [4.0, 3.0]]))
+    tensor([[1., 3.],
+            [3., 3.]])
+    """
+    return 0.5 * (matrix + matrix.T)
+
+
 def sq_distances(gram_matrix: torch.Tensor) -> torch.Tensor:
-    r"""Squared distances :math:`D_{ij} = \max(0, G_{ii} + G_{jj} - 2 G_{ij})`, zero diagonal."""
+    r"""Squared distances :math:`D_{ij} = \max(0, G_{ii} + G_{jj} - 2 G_{ij})`, zero diagonal.
+
+    Exactly symmetric when ``gram_matrix`` is (every Gram matrix of this
+    module is): :math:`G_{ii} + G_{jj}` and :math:`G_{jj} + G_{ii}` round alike.
+    """
     diag = gram_matrix.diagonal()
     dist = (diag[:, None] + diag[None, :] - 2.0 * gram_matrix).clamp_(min=0.0)
     dist.fill_diagonal_(0.0)
@@ -113,7 +140,8 @@ def gram(
     Returns
     -------
     torch.Tensor
-        Float64 matrix of shape ``(n + k, n + k)`` on the updates' device.
+        Float64 matrix of shape ``(n + k, n + k)`` on the updates' device,
+        exactly symmetric (:func:`symmetrize`).
     """
     n, d = updates.shape
     chunk = resolve_chunk(chunk, updates.device)
@@ -122,7 +150,7 @@ def gram(
     result = _gram_pass(updates, extra, centre, rows, chunk, torch.float32)
     if not bool(torch.isfinite(result).all()):
         result = _gram_pass(updates, extra, centre, rows, chunk, torch.float64)
-    return result
+    return symmetrize(result)
 
 
 def row_norms(updates: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -161,7 +189,8 @@ def inner_products(updates: torch.Tensor, chunk: int | None = None) -> torch.Ten
     """
     n, d = updates.shape
     origin = updates.new_zeros(d)
-    return _gram_pass(updates, None, origin, n, resolve_chunk(chunk, updates.device), torch.float64)
+    chunk = resolve_chunk(chunk, updates.device)
+    return symmetrize(_gram_pass(updates, None, origin, n, chunk, torch.float64))
 
 
 def _gram_pass(

@@ -4,10 +4,14 @@ Each round, :meth:`RobustStrategy.aggregate_fit`
 
 1. turns every ``FitRes`` into one row of the update matrix
    ``U[i] = x_i - x_global`` (float32, on the aggregation device);
-2. rejects rows that cannot be aggregated: wrong number or shape of arrays,
-   a non-finite value, a non-positive or non-finite sample count. Each
-   rejection is logged with the client's partition id and the reason, and
-   counted in the round's metrics; a rejected row never reaches a rule;
+2. rejects replies that cannot be aggregated (see :func:`check_reply`): a
+   ``partition_id`` metric that is missing, not an integer, NaN, infinite,
+   negative or claimed by another reply of the round; parameters that do
+   not decode, are empty, have the wrong number of arrays, a wrong shape or
+   dtype, or a non-finite value; a ``num_examples`` that is not a positive
+   finite number up to :data:`MAX_NUM_EXAMPLES`. Each rejection is logged
+   with the client and the reason and recorded in the round's diagnostics;
+   a rejected reply never reaches a rule and the round goes on with the rest;
 3. lets the simulation's adversary (omniscient attacks) rewrite the rows of
    the colluding attackers;
 4. calls :meth:`RobustStrategy.aggregate_updates` (the rule, possibly wrapped
@@ -15,7 +19,9 @@ Each round, :meth:`RobustStrategy.aggregate_fit`
 5. moves the global model: ``x_global <- x_global + server_lr * aggregate``,
    unless the aggregate is non-finite, in which case the round is skipped.
    With server momentum ``beta > 0`` (FedAvgM, Hsu et al. 2019) the step is
-   ``m <- beta * m + aggregate; x_global <- x_global + server_lr * m``.
+   ``m <- beta * m + aggregate; x_global <- x_global + server_lr * m``;
+6. adds the rule's own numbers (``Aggregate.metrics``, e.g. ``f_used``) to
+   the round's metrics and diagnostics.
 
 Clients send weights ``x_i`` (``training.send: weights``) or gradients
 ``g_i`` (``training.send: gradient``, see :class:`clients.HonestClient`).
@@ -34,8 +40,10 @@ opt-in (``weighted=True``).
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -70,13 +78,98 @@ RoundListener = Callable[[int, dict], None]
 
 PARTITION_ID_QUERY = "partition_id"
 
+MAX_NUM_EXAMPLES = 10**9
+"""Largest credible ``num_examples`` of one reply (a billion examples on one client).
+
+A larger count is rejected: no dataset in reach of a simulation has it, and
+an attacker inflates the count to dominate rules that weight by it.
+"""
+
 
 @dataclass
 class Rejection:
-    """A client result that was not aggregated, and why."""
+    """A client result that was not aggregated, and why.
 
-    partition_id: int
+    ``partition_id`` is ``None`` when the reply carried no usable id;
+    ``client`` names the reply in messages (its partition id, else its
+    Flower node id or position).
+    """
+
+    partition_id: int | None
     reason: str
+    client: str = ""
+
+
+def read_partition_id(metrics: object) -> tuple[int | None, str | None]:
+    """The reply's ``partition_id`` metric as an ``int``, or ``None`` and why it is unusable.
+
+    Integers and integral floats (``3.0``) are accepted; a missing metric, a
+    string, a bool, NaN, an infinity, a fraction or a negative number are not.
+
+    Examples
+    --------
+    >>> read_partition_id({"partition_id": 3.0})
+    (3, None)
+    >>> read_partition_id({"partition_id": "abc"})
+    (None, "partition_id 'abc' is not an integer")
+    """
+    if not isinstance(metrics, Mapping) or PARTITION_ID_QUERY not in metrics:
+        return None, "no partition_id metric"
+    value = metrics[PARTITION_ID_QUERY]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None, f"partition_id {value!r} is not an integer"
+    if not math.isfinite(value):
+        return None, f"partition_id {value!r} is not finite"
+    if value != int(value):
+        return None, f"partition_id {value!r} is not an integer"
+    if value < 0:
+        return None, f"partition_id {value!r} is negative"
+    return int(value), None
+
+
+def check_num_examples(value: object) -> str | None:
+    """Why ``num_examples`` is not a credible sample count, or ``None`` when it is.
+
+    A credible count is a finite number in ``(0, MAX_NUM_EXAMPLES]``.
+
+    Examples
+    --------
+    >>> check_num_examples(10) is None
+    True
+    >>> check_num_examples(0)
+    'num_examples=0 is not a positive count'
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"num_examples={value!r} is not a number"
+    if not math.isfinite(value) or value <= 0:
+        return f"num_examples={value!r} is not a positive count"
+    if value > MAX_NUM_EXAMPLES:
+        return f"num_examples={value!r} exceeds the bound {MAX_NUM_EXAMPLES}"
+    return None
+
+
+def decode_update(parameters: Parameters, layout: ParamLayout) -> tuple[np.ndarray | None, str]:
+    """The reply's model as one flat float32 vector, or ``None`` and why it cannot be used.
+
+    The arrays must decode (NumPy ``.npy`` bytes, no pickles), be as many as
+    the global model's, with its shapes and dtypes, and hold only finite values.
+    """
+    if not parameters.tensors:
+        return None, "empty update (no arrays)"
+    try:
+        arrays = parameters_to_ndarrays(parameters)
+    except Exception as err:  # any decoding failure of untrusted bytes is the client's fault
+        return None, f"parameters do not decode as arrays: {type(err).__name__}: {err}"
+    reason = layout.mismatch(arrays)
+    if reason is not None:
+        return None, reason
+    for i, (a, dtype) in enumerate(zip(arrays, layout.dtypes, strict=True)):
+        if a.dtype != dtype:
+            return None, f"array {i} has dtype {a.dtype}, expected {dtype}"
+    flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
+    if not np.isfinite(flat).all():
+        return None, "update has non-finite values"
+    return flat, ""
 
 
 @dataclass
@@ -89,6 +182,7 @@ class RoundDiagnostics:
     rejected: list[Rejection] = field(default_factory=list)
     skipped: str | None = None
     attack_participants: list[int] = field(default_factory=list)
+    rule_metrics: dict[str, Scalar] = field(default_factory=dict)
 
     def as_record(self) -> dict:
         """Return a JSON-serialisable dictionary."""
@@ -99,10 +193,20 @@ class RoundDiagnostics:
             "flagged": self.flagged,
             "num_rejected": len(self.rejected),
             "rejected": [
-                {"partition_id": r.partition_id, "reason": r.reason} for r in self.rejected
+                {"partition_id": r.partition_id, "client": r.client, "reason": r.reason}
+                for r in self.rejected
             ],
             "skipped": self.skipped,
+            **self.rule_metrics,
         }
+
+
+def reply_name(k: int, proxy: ClientProxy | None, pid: int | None) -> str:
+    """Name a reply in messages: its partition id, else its Flower node id, else its position."""
+    if pid is not None:
+        return f"partition {pid}"
+    cid = getattr(proxy, "cid", None)
+    return f"client {cid} (reply {k})" if cid is not None else f"reply {k}"
 
 
 class RobustStrategy(FedAvg):
@@ -276,6 +380,8 @@ class RobustStrategy(FedAvg):
         rows = ctx.partition_ids
         diag.selected = None if agg.selected is None else [rows[i] for i in agg.selected]
         diag.flagged = None if agg.flagged is None else [rows[i] for i in agg.flagged]
+        diag.rule_metrics = dict(agg.metrics)
+        metrics.update(agg.metrics)
         if not bool(torch.isfinite(agg.update).all()):
             diag.skipped = "non-finite aggregate"
             logger.warning("round %d: the aggregate is not finite; model kept", server_round)
@@ -303,23 +409,30 @@ class RobustStrategy(FedAvg):
         rows: list[np.ndarray] = []
         kept: list[tuple[int, float, dict]] = []
         scale = None if self.gradient_lr is None else np.float32(-self.gradient_lr(server_round))
-        for _, res in results:
-            pid = int(res.metrics.get("partition_id", -1))
-            arrays = parameters_to_ndarrays(res.parameters)
-            reason = self.layout.mismatch(arrays)
+        pids = [read_partition_id(res.metrics) for _, res in results]
+        claims: dict[int, int] = {}
+        for pid, _ in pids:
+            if pid is not None:
+                claims[pid] = claims.get(pid, 0) + 1
+        for k, ((proxy, res), (pid, reason)) in enumerate(zip(results, pids, strict=True)):
+            flat = None
+            if pid is not None and claims[pid] > 1:
+                reason = f"partition_id {pid} is claimed by {claims[pid]} replies"
             if reason is None:
-                flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
-                if scale is not None:
-                    with np.errstate(over="ignore"):
-                        flat = flat * scale
+                reason = check_num_examples(res.num_examples)
+            if reason is None:
+                flat, reason = decode_update(res.parameters, self.layout)
+            if flat is not None and scale is not None:
+                with np.errstate(over="ignore"):
+                    flat = flat * scale
                 if not np.isfinite(flat).all():
-                    reason = "update has non-finite values"
-                elif not (np.isfinite(res.num_examples) and res.num_examples > 0):
-                    reason = f"num_examples={res.num_examples} is not a positive count"
-            if reason is not None:
-                logger.warning("round %d: rejected partition %d: %s", server_round, pid, reason)
-                diag.rejected.append(Rejection(pid, reason))
+                    flat, reason = None, "gradient overflows once scaled by -lr"
+            if flat is None:
+                name = reply_name(k, proxy, pid)
+                logger.warning("round %d: rejected %s: %s", server_round, name, reason)
+                diag.rejected.append(Rejection(pid, str(reason), name))
                 continue
+            assert pid is not None
             rows.append(flat)
             kept.append((pid, float(res.num_examples), dict(res.metrics)))
         order = sorted(range(len(kept)), key=lambda i: kept[i][0])

@@ -23,6 +23,7 @@ from dataclasses import replace
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
+from strategies._too_few import ByzantineBound, TooFewClientsError, check_on_too_few
 from strategies.base import RobustStrategy, WrappingStrategy
 
 MODES = ("bucketing", "resampling")
@@ -205,7 +206,8 @@ def map_back(agg: Aggregate, groups: list[list[int]]) -> Aggregate:
     """Express an aggregate over groups in original rows.
 
     A row is selected when any group holding it is selected, and flagged
-    when every group holding it is flagged. Per-group scores are dropped.
+    when every group holding it is flagged. Per-group scores are dropped;
+    the rule's metrics are kept.
 
     Parameters
     ----------
@@ -236,7 +238,7 @@ def map_back(agg: Aggregate, groups: list[list[int]]) -> Aggregate:
         flagged = sorted(
             i for i in rows if all(t in dropped for t, g in enumerate(groups) if i in g)
         )
-    return Aggregate(update=agg.update, selected=selected, flagged=flagged)
+    return Aggregate(update=agg.update, selected=selected, flagged=flagged, metrics=agg.metrics)
 
 
 class Bucketing(WrappingStrategy):
@@ -255,12 +257,26 @@ class Bucketing(WrappingStrategy):
         Group size; the papers use ``s = 2``.
     mode : {"bucketing", "resampling"}
         ``"bucketing"`` (ICLR 2022) or ``"resampling"`` (arXiv version).
+    on_too_few : {"raise", "reduce_f"}
+        The policy of the wrapped rules' Byzantine bounds on the group
+        means (it overrides theirs): ``n`` clients give ``ceil(n / s)``
+        bucket means, which can be too few for the inner rule's ``f``.
+        ``"raise"`` (default) raises
+        :class:`~strategies._too_few.TooFewClientsError` naming ``s`` and
+        ``f``; ``"reduce_f"`` lets the inner rule lower its ``f`` for the
+        round (reported as ``f_used``).
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
     def __init__(
-        self, inner: RobustStrategy, *, s: int = 2, mode: str = "bucketing", **kwargs: object
+        self,
+        inner: RobustStrategy,
+        *,
+        s: int = 2,
+        mode: str = "bucketing",
+        on_too_few: str = "raise",
+        **kwargs: object,
     ) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
@@ -269,8 +285,28 @@ class Bucketing(WrappingStrategy):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.s = s
         self.mode = mode
+        self.on_too_few = check_on_too_few(on_too_few)
+
+    def groups_for(self, n: int) -> int:
+        """Rows the inner rule gets from ``n`` clients: ``ceil(n / s)`` buckets, or ``n``."""
+        return -(-n // self.s) if self.mode == "bucketing" else n
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Group, aggregate the group means with the inner rule, map the selection back."""
+        n = updates.shape[0]
+        inner = self.inner
+        groups_n = self.groups_for(n)
+        if (
+            self.on_too_few == "raise"
+            and isinstance(inner, ByzantineBound)
+            and not inner.fits(groups_n)
+        ):
+            raise TooFewClientsError(
+                f"round {ctx.server_round}: Bucketing with s={self.s} turns n={n} updates "
+                f"into {groups_n} means, too few for {type(inner).__name__}'s "
+                f"{inner.f_param}={inner.wanted_f(groups_n)} "
+                f"({inner.requirement}; on_too_few='reduce_f' lowers it)"
+            )
         means, groups = bucketize(updates, self.s, ctx.generator, self.mode)
-        return map_back(self.inner.aggregate_updates(means, group_context(ctx, groups)), groups)
+        inner_ctx = replace(group_context(ctx, groups), on_too_few=self.on_too_few)
+        return map_back(inner.aggregate_updates(means, inner_ctx), groups)

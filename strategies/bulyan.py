@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import column_slices, gram, resolve_chunk, sorted_columns, sq_distances
+from strategies._too_few import ByzantineBound, check_on_too_few
 from strategies.base import RobustStrategy
-from strategies.krum import check_count, largest_valid_f, neighbour_scores
+from strategies.krum import check_count, neighbour_scores
 from strategies.median import coordinate_median, sorted_median
-
-logger = logging.getLogger("flsec")
 
 
 def recursive_krum(dist: torch.Tensor, f: int, count: int) -> list[int]:
@@ -119,42 +116,41 @@ def bulyan(updates: torch.Tensor, f: int, chunk: int | None = None) -> Aggregate
     return Aggregate(update=out, selected=chosen)
 
 
-class Bulyan(RobustStrategy):
+class Bulyan(ByzantineBound, RobustStrategy):
     """Flower strategy for :func:`bulyan`.
 
     Parameters
     ----------
     f : int
         Number of Byzantine clients tolerated per round.
+    on_too_few : {"raise", "reduce_f"}
+        A round with ``n < 4f + 3`` valid updates raises
+        :class:`~strategies._too_few.TooFewClientsError` (``"raise"``,
+        default) or runs with the largest ``f`` it allows, ``(n - 3) // 4``
+        (``"reduce_f"``). When that is 0 (Bulyan with ``f = 0`` is the plain
+        mean) or ``n < 3``, it takes the coordinate-wise median instead. The
+        ``f`` used is the round metric ``f_used``.
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
-
-    Notes
-    -----
-    A round with too few valid updates for ``f`` (``n < 4f + 3``) runs with
-    the largest ``f`` the round allows, ``(n - 3) // 4``, and logs a warning.
-    When that is 0 (Bulyan with ``f = 0`` is the plain mean) or ``n < 3``, it
-    takes the coordinate-wise median instead.
     """
 
-    def __init__(self, *, f: int, **kwargs: object) -> None:
+    requirement = "n >= 4f + 3"
+
+    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.f = check_count("f", f)
+        self.on_too_few = check_on_too_few(on_too_few)
+
+    def max_f(self, n: int) -> int | None:
+        """Largest ``f`` with ``n >= 4f + 3``."""
+        return (n - 3) // 4 if n >= 3 else None
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Return the Bulyan aggregate of ``updates``."""
-        n = updates.shape[0]
-        f = largest_valid_f(n, self.f, slack=3, per_f=4)
-        if f == self.f:
-            return bulyan(updates, self.f)
-        use_median = f is None or f == 0
-        logger.warning(
-            "round %d: Bulyan needs n >= 4f + 3 but n=%d, f=%d; using %s",
-            ctx.server_round,
-            n,
-            self.f,
-            "the coordinate-wise median" if use_median else f"f={f}",
-        )
-        if use_median:
-            return coordinate_median(updates)
-        return bulyan(updates, f)
+        f = self.round_f(updates.shape[0], ctx)
+        if f is None or (f == 0 and self.f > 0):
+            agg = coordinate_median(updates)
+        else:
+            agg = bulyan(updates, f)
+        agg.metrics[self.f_metric] = f or 0
+        return agg

@@ -17,6 +17,7 @@ deviation ``sigma``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -91,9 +92,4 @@ class DPNoise(WrappingStrategy):
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Run the inner rule and add the noise to its aggregate."""
         agg = self.inner.aggregate_updates(updates, ctx)
-        return Aggregate(
-            update=gaussian_noise(agg.update, self.sigma, ctx.generator),
-            selected=agg.selected,
-            flagged=agg.flagged,
-            scores=agg.scores,
-        )
+        return replace(agg, update=gaussian_noise(agg.update, self.sigma, ctx.generator))

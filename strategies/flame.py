@@ -9,7 +9,7 @@ import torch
 from sklearn.cluster import HDBSCAN
 
 from flsec_flower.aggregation import Aggregate, RoundContext
-from strategies._linalg import inner_products, row_norms
+from strategies._linalg import inner_products, row_norms, symmetrize
 from strategies.base import RobustStrategy
 
 _BLOCK_ELEMENTS = 1 << 24
@@ -33,8 +33,15 @@ def model_cosine_distances(updates: torch.Tensor, global_params: torch.Tensor) -
     Returns
     -------
     numpy.ndarray
-        Shape ``(n, n)``, float64, values in ``[0, 2]``, zero diagonal (a
-        zero model is at distance 1 from every other).
+        Shape ``(n, n)``, float64, values in ``[0, 2]``, exactly symmetric
+        with a zero diagonal (HDBSCAN rejects anything else).
+
+    Notes
+    -----
+    The cosine of a zero vector is undefined; here a zero model
+    :math:`W_i = 0` (an update :math:`u_i = -G`) has cosine 0, i.e. distance
+    1, to every non-zero model (orthogonal to all: it is in no direction's
+    cluster) and distance 0 to another zero model (they are the same point).
 
     Examples
     --------
@@ -42,6 +49,10 @@ def model_cosine_distances(updates: torch.Tensor, global_params: torch.Tensor) -
     >>> model_cosine_distances(u, torch.zeros(2))
     array([[0., 1.],
            [1., 0.]])
+    >>> model_cosine_distances(torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), torch.zeros(2))
+    array([[0., 0., 1.],
+           [0., 0., 1.],
+           [1., 1., 0.]])
     """
     n, d = updates.shape
     g = global_params.to(device=updates.device, dtype=torch.float64)
@@ -49,10 +60,14 @@ def model_cosine_distances(updates: torch.Tensor, global_params: torch.Tensor) -
     ug = torch.zeros(n, dtype=torch.float64, device=updates.device)
     for start in range(0, d, step):
         ug += updates[:, start : start + step].to(torch.float64) @ g[start : start + step]
-    models = inner_products(updates) + ug[:, None] + ug[None, :] + g @ g
+    models = symmetrize(inner_products(updates) + ug[:, None] + ug[None, :] + g @ g)
     norms = models.diagonal().clamp(min=0.0).sqrt()
-    cosine = torch.nan_to_num(models / (norms[:, None] * norms[None, :]), nan=0.0)
-    dist = (1.0 - cosine).clamp(0.0, 2.0).fill_diagonal_(0.0)
+    zero = norms == 0
+    safe = torch.where(zero, 1.0, norms)
+    cosine = models / (safe[:, None] * safe[None, :])
+    cosine = torch.where(zero[:, None] | zero[None, :], 0.0, cosine)
+    cosine = torch.where(zero[:, None] & zero[None, :], 1.0, cosine)
+    dist = symmetrize((1.0 - cosine).clamp(0.0, 2.0)).fill_diagonal_(0.0)
     return dist.cpu().numpy()
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import combine_rows, gram, sq_distances
+from strategies._too_few import ByzantineBound, check_on_too_few
 from strategies.base import RobustStrategy
 from strategies.median import coordinate_median
-
-logger = logging.getLogger("flsec")
 
 
 def check_count(name: str, value: object) -> int:
@@ -118,58 +115,41 @@ def krum(
     return Aggregate(update=combine_rows(updates, coef), selected=chosen, scores=scores)
 
 
-def largest_valid_f(n: int, f: int, slack: int, per_f: int) -> int | None:
-    """The largest ``f' <= f`` with ``n >= per_f * f' + slack``, or ``None`` if even 0 fails."""
-    if n < slack:
-        return None
-    return min(f, (n - slack) // per_f)
-
-
-class Krum(RobustStrategy):
+class Krum(ByzantineBound, RobustStrategy):
     """Flower strategy for Krum: the global model moves by the single best-scored update.
 
     Parameters
     ----------
     f : int
         Number of Byzantine clients tolerated per round.
+    on_too_few : {"raise", "reduce_f"}
+        A round with ``n <= 2f + 2`` valid updates raises
+        :class:`~strategies._too_few.TooFewClientsError` (``"raise"``,
+        default) or runs with the largest ``f`` it allows, ``(n - 3) // 2``
+        (``"reduce_f"``); with fewer than three updates it then takes their
+        coordinate-wise median. The ``f`` used is the round metric ``f_used``.
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
-
-    Notes
-    -----
-    A round whose valid updates are too few for ``f`` (``n <= 2f + 2``, e.g.
-    after rejections) does not fail: it runs with the largest ``f`` the round
-    allows, ``(n - 3) // 2``, and logs a warning; with fewer than three updates
-    it takes their coordinate-wise median.
     """
 
     supports_weighting = True
+    requirement = "n > 2f + 2"
 
-    def __init__(self, *, f: int, **kwargs: object) -> None:
+    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.f = check_count("f", f)
+        self.on_too_few = check_on_too_few(on_too_few)
 
-    def round_f(self, n: int, ctx: RoundContext) -> int | None:
-        """The ``f`` this round can use (see the class notes); warns when it is not ``self.f``."""
-        f = largest_valid_f(n, self.f, slack=3, per_f=2)
-        if f != self.f:
-            fallback = "the coordinate-wise median" if f is None else f"f={f}"
-            logger.warning(
-                "round %d: %s needs n > 2f + 2 but n=%d, f=%d; using %s",
-                ctx.server_round,
-                type(self).__name__,
-                n,
-                self.f,
-                fallback,
-            )
-        return f
+    def max_f(self, n: int) -> int | None:
+        """Largest ``f`` with ``n > 2f + 2``."""
+        return (n - 3) // 2 if n >= 3 else None
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Return Krum's choice among ``updates``."""
         f = self.round_f(updates.shape[0], ctx)
-        if f is None:
-            return coordinate_median(updates)
-        return krum(updates, f, m=1)
+        agg = coordinate_median(updates) if f is None else krum(updates, f, m=1)
+        agg.metrics[self.f_metric] = f or 0
+        return agg
 
 
 class MultiKrum(Krum):
@@ -182,14 +162,18 @@ class MultiKrum(Krum):
     m : int, optional
         Updates averaged; ``None`` (default) means ``n - f`` for the round's ``n``.
         A round with fewer than ``m`` updates averages all it may select.
+    on_too_few : {"raise", "reduce_f"}
+        As for :class:`Krum`.
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`; with
         ``weighted=True`` the selected updates are weighted by their reported
         sample counts, as Flower's ``Krum`` strategy does.
     """
 
-    def __init__(self, *, f: int, m: int | None = None, **kwargs: object) -> None:
-        super().__init__(f=f, **kwargs)
+    def __init__(
+        self, *, f: int, m: int | None = None, on_too_few: str = "raise", **kwargs: object
+    ) -> None:
+        super().__init__(f=f, on_too_few=on_too_few, **kwargs)
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ValueError(f"m must be a positive integer or None, got {m!r}")
         self.m = m
@@ -199,7 +183,10 @@ class MultiKrum(Krum):
         n = updates.shape[0]
         f = self.round_f(n, ctx)
         if f is None:
-            return coordinate_median(updates)
-        m = n - f if self.m is None else min(self.m, n)
-        weights = ctx.num_examples if self.weighted else None
-        return krum(updates, f, m=m, weights=weights)
+            agg = coordinate_median(updates)
+        else:
+            m = n - f if self.m is None else min(self.m, n)
+            weights = ctx.num_examples if self.weighted else None
+            agg = krum(updates, f, m=m, weights=weights)
+        agg.metrics[self.f_metric] = f or 0
+        return agg

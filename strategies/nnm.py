@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import gram, sq_distances
+from strategies._too_few import ByzantineBound, check_on_too_few
 from strategies.base import RobustStrategy, WrappingStrategy
-
-logger = logging.getLogger("flsec")
 
 
 def nearest_neighbour_mixing(updates: torch.Tensor, f: int) -> torch.Tensor:
@@ -60,7 +57,7 @@ def nearest_neighbour_mixing(updates: torch.Tensor, f: int) -> torch.Tensor:
     return mixing @ updates
 
 
-class NNM(WrappingStrategy):
+class NNM(ByzantineBound, WrappingStrategy):
     """Nearest-neighbour mixing before the wrapped rule (:func:`nearest_neighbour_mixing`).
 
     Row ``i`` of the mixed matrix stays client ``i``'s row, so the inner
@@ -72,29 +69,35 @@ class NNM(WrappingStrategy):
     inner : RobustStrategy
         The rule applied to the mixed rows.
     f : int
-        Number of Byzantine clients tolerated. When a round has ``n <= f``
-        valid updates, ``f`` is lowered to ``n - 1`` for that round (logged).
+        Number of Byzantine clients tolerated.
+    on_too_few : {"raise", "reduce_f"}
+        A round with ``n <= f`` valid updates raises
+        :class:`~strategies._too_few.TooFewClientsError` (``"raise"``,
+        default) or mixes with ``f = n - 1`` (``"reduce_f"``). The ``f``
+        used is the round metric ``nnm_f_used``.
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, inner: RobustStrategy, *, f: int, **kwargs: object) -> None:
+    requirement = "n > f"
+    f_metric = "nnm_f_used"
+
+    def __init__(
+        self, inner: RobustStrategy, *, f: int, on_too_few: str = "raise", **kwargs: object
+    ) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(f, bool) or not isinstance(f, int) or f < 0:
             raise ValueError(f"f must be a non-negative integer, got {f!r}")
         self.f = f
+        self.on_too_few = check_on_too_few(on_too_few)
+
+    def max_f(self, n: int) -> int | None:
+        """Largest ``f`` with ``n > f``."""
+        return n - 1 if n >= 1 else None
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Mix the rows, then run the inner rule on them."""
-        n = updates.shape[0]
-        f = self.f
-        if f >= n:
-            f = n - 1
-            logger.warning(
-                "round %d: NNM has f=%d but only %d updates; using f=%d",
-                ctx.server_round,
-                self.f,
-                n,
-                f,
-            )
-        return self.inner.aggregate_updates(nearest_neighbour_mixing(updates, f), ctx)
+        f = self.round_f(updates.shape[0], ctx) or 0
+        agg = self.inner.aggregate_updates(nearest_neighbour_mixing(updates, f), ctx)
+        agg.metrics[self.f_metric] = f
+        return agg

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import torch
 
@@ -127,9 +128,4 @@ class RobustLR(WrappingStrategy):
                 updates.shape[0],
             )
         agg = self.inner.aggregate_updates(updates, ctx)
-        return Aggregate(
-            update=robust_lr(updates, agg.update, self.theta),
-            selected=agg.selected,
-            flagged=agg.flagged,
-            scores=agg.scores,
-        )
+        return replace(agg, update=robust_lr(updates, agg.update, self.theta))

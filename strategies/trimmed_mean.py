@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import column_slices, resolve_chunk, sorted_columns
+from strategies._too_few import ByzantineBound, check_on_too_few
 from strategies.base import RobustStrategy
-
-logger = logging.getLogger("flsec")
 
 DEFAULT_BETA = 0.1
 """Fraction trimmed per side when neither ``b`` nor ``beta`` is given."""
@@ -87,7 +85,7 @@ def trimmed_mean(
     return Aggregate(update=out)
 
 
-class TrimmedMean(RobustStrategy):
+class TrimmedMean(ByzantineBound, RobustStrategy):
     """Flower strategy for :func:`trimmed_mean`.
 
     Parameters
@@ -98,19 +96,32 @@ class TrimmedMean(RobustStrategy):
         Fraction trimmed per side (``floor(beta * n)`` values). With neither
         ``b`` nor ``beta``, ``beta`` is :data:`DEFAULT_BETA`; it should be at
         least the expected fraction of attackers per round.
+    on_too_few : {"raise", "reduce_f"}
+        A round with ``2b >= n`` valid updates raises
+        :class:`~strategies._too_few.TooFewClientsError` (``"raise"``,
+        default) or trims ``(n - 1) // 2`` per side (``"reduce_f"``: the
+        median of an odd count, the mean of the two middle values of an even
+        one). ``beta`` always fits. The count trimmed per side is the round
+        metric ``f_used``.
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
 
     Notes
     -----
-    A round with too few valid updates for ``b`` (``2b >= n``) trims
-    ``(n - 1) // 2`` per side (the median of an odd count, the mean of the two
-    middle values of an even one) and logs a warning. With ``beta`` this is
-    the same as Flower's ``FedTrimmedAvg(beta=beta)`` on the same inputs.
+    With ``beta`` this is the same as Flower's ``FedTrimmedAvg(beta=beta)``
+    on the same inputs.
     """
 
+    requirement = "n > 2b"
+    f_param = "b"
+
     def __init__(
-        self, *, b: int | None = None, beta: float | None = None, **kwargs: object
+        self,
+        *,
+        b: int | None = None,
+        beta: float | None = None,
+        on_too_few: str = "raise",
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if b is None and beta is None:
@@ -118,18 +129,19 @@ class TrimmedMean(RobustStrategy):
         trim_count(1, b, beta)
         self.b = b
         self.beta = beta
+        self.on_too_few = check_on_too_few(on_too_few)
+
+    def wanted_f(self, n: int) -> int:
+        """Values trimmed per side for ``n`` updates: ``b``, or ``floor(beta * n)``."""
+        return trim_count(n, self.b, self.beta)
+
+    def max_f(self, n: int) -> int | None:
+        """Most values trimmed per side that leave one: ``(n - 1) // 2``."""
+        return (n - 1) // 2 if n >= 1 else None
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Return the trimmed mean of ``updates``."""
-        n = updates.shape[0]
-        cut = trim_count(n, self.b, self.beta)
-        if 2 * cut >= n:
-            logger.warning(
-                "round %d: trimming %d per side leaves nothing of n=%d updates; trimming %d",
-                ctx.server_round,
-                cut,
-                n,
-                (n - 1) // 2,
-            )
-            cut = (n - 1) // 2
-        return trimmed_mean(updates, b=cut)
+        cut = self.round_f(updates.shape[0], ctx) or 0
+        agg = trimmed_mean(updates, b=cut)
+        agg.metrics[self.f_metric] = cut
+        return agg

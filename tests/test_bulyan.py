@@ -9,6 +9,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum
 
 from strategies import Bulyan
+from strategies._too_few import TooFewClientsError
 from strategies.bulyan import bulyan, closest_to_median_mean, recursive_krum
 from strategies.median import coordinate_median
 
@@ -139,15 +140,18 @@ def test_strategy_falls_back_with_a_warning(caplog):
     rng = np.random.default_rng(8)
     updates = rng.normal(size=(9, 10)).astype(np.float32)
     results = [fit_res(updates[i], i) for i in range(9)]
+    with pytest.raises(TooFewClientsError, match="Bulyan needs n >= 4f"):
+        make(f=3).aggregate_fit(1, results, [])
     with caplog.at_level(logging.WARNING, logger="flsec"):
-        params, _ = make(f=3).aggregate_fit(1, results, [])  # needs 15; 9 allow f=1
-    assert "n=9, f=3; using f=1" in caplog.text
+        params, metrics = make(f=3, on_too_few="reduce_f").aggregate_fit(1, results, [])
+    assert "n=9, f=3; on_too_few='reduce_f': using f=1" in caplog.text  # needs 15; 9 allow 1
+    assert metrics["f_used"] == 1
     np.testing.assert_allclose(
         flat(parameters_to_ndarrays(params)), bulyan(torch.from_numpy(updates), 1).update.numpy()
     )
-    with caplog.at_level(logging.WARNING, logger="flsec"):
-        params, _ = make(f=1).aggregate_fit(1, results[:5], [])  # f=0 would be the mean
-    assert "coordinate-wise median" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="flsec"):  # f=0 would be the mean
+        params, metrics = make(f=1, on_too_few="reduce_f").aggregate_fit(1, results[:5], [])
+    assert "using f=0" in caplog.text and metrics["f_used"] == 0
     median = coordinate_median(torch.from_numpy(updates[:5])).update.numpy()
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), median)
 

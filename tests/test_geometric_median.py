@@ -44,7 +44,8 @@ def test_one_step_from_the_mean_is_one_step_rfa():
     mean = u.mean(0)  # (1, 2)
     w = 1 / torch.linalg.vector_norm(u - mean, dim=1)  # 1/sqrt(5), 1/sqrt(8), 1/sqrt(17)
     expected = (w[:, None] * u).sum(0) / w.sum()
-    assert torch.allclose(geometric_median(u, iterations=1).update, expected, atol=1e-6)
+    one_step = geometric_median(u, iterations=1, init="mean").update
+    assert torch.allclose(one_step, expected, atol=1e-6)
 
 
 def test_one_step_from_zero_is_a_rescaled_normalised_mean():
@@ -69,7 +70,7 @@ def test_equals_a_numpy_reference(iterations, init, weighted, seed):
     expected = weiszfeld_reference(a, iterations, alphas=alphas, start=start)
     weights = None if alphas is None else torch.tensor(alphas, dtype=torch.float32)
     ours = geometric_median(
-        torch.tensor(a, dtype=torch.float32), iterations, weights=weights, init=init
+        torch.tensor(a, dtype=torch.float32), iterations, weights=weights, init=init, tol=0.0
     )
     np.testing.assert_allclose(ours.update.numpy(), expected, rtol=1e-5, atol=1e-5)
     assert ours.scores.sum().item() == pytest.approx(1.0)
@@ -79,7 +80,10 @@ def test_more_steps_lower_the_objective():
     rng = np.random.default_rng(4)
     a = rng.standard_cauchy(size=(20, 30))
     u = torch.tensor(a, dtype=torch.float32)
-    values = [objective(a, geometric_median(u, t).update.double().numpy()) for t in (1, 3, 30)]
+    values = [
+        objective(a, geometric_median(u, t, init="mean", tol=0.0).update.double().numpy())
+        for t in (1, 3, 30)
+    ]
     assert values[0] > values[1] > values[2]
     assert values[2] < objective(a, a.mean(0))
 
@@ -87,8 +91,8 @@ def test_more_steps_lower_the_objective():
 def test_integer_weights_equal_repeated_rows():
     rng = np.random.default_rng(5)
     u = torch.from_numpy(rng.normal(size=(4, 25)).astype(np.float32))
-    weighted = geometric_median(u, 4, weights=torch.tensor([1.0, 2.0, 1.0, 3.0]))
-    repeated = geometric_median(u[[0, 1, 1, 2, 3, 3, 3]], 4)
+    weighted = geometric_median(u, 4, weights=torch.tensor([1.0, 2.0, 1.0, 3.0]), init="mean")
+    repeated = geometric_median(u[[0, 1, 1, 2, 3, 3, 3]], 4, init="mean")
     assert torch.allclose(weighted.update, repeated.update, atol=1e-6)
 
 
@@ -98,8 +102,53 @@ def test_huge_rows_from_zero_stay_bounded_and_from_the_mean_stay_finite():
     u = torch.from_numpy(np.concatenate([honest, np.full((3, 40), 1e30, np.float32)]))
     bound = 2 * np.linalg.norm(honest, axis=1).max()
     assert torch.linalg.vector_norm(geometric_median(u, init="zero").update) < bound
-    from_mean = geometric_median(u).update
+    from_mean = geometric_median(u, iterations=3, init="mean").update
     assert torch.isfinite(from_mean).all()  # finite, though a 1e30 row still pulls after 3 steps
+
+
+def honest_and_huge(seed, n, f, d, huge):
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=d) * 10
+    honest = centre + rng.normal(size=(n - f, d)) * rng.uniform(0.1, 2.0)
+    bad = huge * rng.choice([-1.0, 1.0], size=(f, d)) * rng.uniform(0.5, 1.0, (f, 1))
+    u = np.concatenate([honest, bad])[rng.permutation(n)].astype(np.float32)
+    return torch.from_numpy(u), honest.astype(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("huge", [1e30, 3e38, 1e6])
+def test_default_rfa_moves_at_most_a_constant_times_the_honest_spread(seed, huge):
+    """Issue 10 item 4: f < n/2 rows far away; the default RFA stays near the honest rows.
+
+    With honest rows within r of their mean h and the start within s of h, every point
+    the steps reach satisfies |z - h| <= (n s + 2 (n - f) r) / (n - 2 f) (docstring of
+    geometric_median); s <= the honest bounding box's diagonal, as is r.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 20))
+    f = int(rng.integers(1, (n - 1) // 2 + 1))
+    u, honest = honest_and_huge(seed, n, f, int(rng.integers(1, 60)), huge)
+    z = geometric_median(u).update.double().numpy()
+    h = honest.mean(axis=0)
+    box = float(np.linalg.norm(honest.max(axis=0) - honest.min(axis=0)))
+    assert np.isfinite(z).all()
+    assert np.linalg.norm(z - h) <= (n + 2 * (n - f)) / (n - 2 * f) * box * (1 + 1e-5) + 1e-6
+
+
+def test_default_rfa_reaches_the_geometric_median_from_a_median_that_is_a_row():
+    """The coordinate median (0, 0) is row 0; Weiszfeld from a row must still move on."""
+    u = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 6.0]])
+    a = u.double().numpy()
+    reference = weiszfeld_reference(a, 2000, start=np.array([1.0, 1.0]))
+    np.testing.assert_allclose(geometric_median(u).update.numpy(), reference, atol=1e-4)
+    assert objective(a, geometric_median(u).update.double().numpy()) < objective(a, a[0]) - 0.1
+
+
+def test_tolerance_stops_early_and_zero_tolerance_runs_every_step():
+    rng = np.random.default_rng(9)
+    u = torch.from_numpy(rng.normal(size=(9, 30)).astype(np.float32))
+    converged = geometric_median(u, iterations=1000, tol=0.0).update
+    assert torch.allclose(geometric_median(u).update, converged, atol=1e-4)
 
 
 def test_duplicate_rows_do_not_divide_by_zero():
@@ -116,7 +165,8 @@ def test_duplicate_rows_do_not_divide_by_zero():
         ({"iterations": 2.5}, "iterations"),
         ({"nu": 0.0}, "nu"),
         ({"nu": float("nan")}, "nu"),
-        ({"init": "median"}, "init"),
+        ({"init": "trimmed"}, "init"),
+        ({"tol": -1.0}, "tol"),
     ],
 )
 def test_invalid_parameters(kwargs, match):

@@ -10,6 +10,7 @@ from flwr.server.strategy.aggregate import aggregate_krum
 
 from strategies import Krum, MultiKrum
 from strategies._linalg import gram, sq_distances
+from strategies._too_few import TooFewClientsError
 from strategies.krum import krum
 
 POINTS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [10.0, 10.0]])
@@ -210,18 +211,23 @@ def test_too_few_updates_fall_back_with_a_warning(caplog):
     init = [np.zeros(s, np.float32) for s in SHAPES]
     updates = rng.normal(size=(5, 10)).astype(np.float32)
     results = [fit_res(split(updates[i]), i) for i in range(5)]
-    strategy = make(Krum, init, f=3)  # needs n > 8; this round has 5: f=1 is used
+    with pytest.raises(TooFewClientsError, match=r"Krum needs n > 2f \+ 2 but n=5, f=3"):
+        make(Krum, init, f=3).aggregate_fit(1, results, [])
+    strategy = make(Krum, init, f=3, on_too_few="reduce_f")  # needs n > 8; 5 allow f=1
     with caplog.at_level(logging.WARNING, logger="flsec"):
-        params, _ = strategy.aggregate_fit(1, results, [])
-    assert "n=5, f=3; using f=1" in caplog.text
+        params, metrics = strategy.aggregate_fit(1, results, [])
+    assert "n=5, f=3; on_too_few='reduce_f': using f=1" in caplog.text
+    assert metrics["f_used"] == 1 and strategy.diagnostics[1].as_record()["f_used"] == 1
     expected = krum(torch.from_numpy(updates), f=1)
     assert strategy.diagnostics[1].selected == expected.selected
     assert params is not None
-    two = make(Krum, init, f=1)
+    two = make(Krum, init, f=1, on_too_few="reduce_f")
     with caplog.at_level(logging.WARNING, logger="flsec"):
-        params, _ = two.aggregate_fit(1, results[:2], [])
-    assert "coordinate-wise median" in caplog.text
+        params, metrics = two.aggregate_fit(1, results[:2], [])
+    assert "no bound (fallback)" in caplog.text and metrics["f_used"] == 0
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), updates[:2].mean(0), rtol=1e-6)
+    _, metrics = make(MultiKrum, init, f=1).aggregate_fit(1, results, [])
+    assert metrics["f_used"] == 1
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), [(Krum, {"f": -1}), (MultiKrum, {"f": 1, "m": 0})])

@@ -10,6 +10,7 @@ from flwr.server.strategy import FedMedian, FedTrimmedAvg
 from flwr.server.strategy.aggregate import aggregate_median, aggregate_trimmed_avg
 
 from strategies import CoordinateMedian, TrimmedMean
+from strategies._too_few import TooFewClientsError
 from strategies.median import coordinate_median
 from strategies.trimmed_mean import trimmed_mean
 
@@ -143,10 +144,13 @@ def test_trimmed_mean_strategy_equals_flower_fedtrimmedavg(beta):
 def test_trimmed_mean_strategy_defaults_and_fallback(caplog):
     assert TrimmedMean().beta == 0.1
     init, results = random_round(9, n=4)
-    strategy = make(TrimmedMean, init, b=3)
+    with pytest.raises(TooFewClientsError, match="TrimmedMean needs n > 2b but n=4, b=3"):
+        make(TrimmedMean, init, b=3).aggregate_fit(1, results, [])
+    strategy = make(TrimmedMean, init, b=3, on_too_few="reduce_f")
     with caplog.at_level(logging.WARNING, logger="flsec"):
-        params, _ = strategy.aggregate_fit(1, results, [])
-    assert "trimming 3 per side leaves nothing of n=4 updates; trimming 1" in caplog.text
+        params, metrics = strategy.aggregate_fit(1, results, [])
+    assert "n=4, b=3; on_too_few='reduce_f': using b=1" in caplog.text
+    assert metrics["f_used"] == 1
     median, _ = make(CoordinateMedian, init).aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(params), parameters_to_ndarrays(median), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -10,6 +10,7 @@ from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
 from flsec_flower.registry import build_strategy
 from strategies import NNM, Bucketing, FedAvg, RobustStrategy
 from strategies._linalg import gram, inner_products, sq_distances
+from strategies._too_few import TooFewClientsError
 from strategies.nnm import nearest_neighbour_mixing
 
 
@@ -99,11 +100,15 @@ def test_nnm_then_bucketing_compose():
 
 def test_f_too_large_is_lowered_with_a_warning(caplog):
     u = torch.tensor([[0.0], [4.0]])
-    wrapped = NNM(FedAvg(weighted=False, device="cpu"), f=5, device="cpu")
+    with pytest.raises(TooFewClientsError, match="NNM needs n > f but n=2, f=5"):
+        NNM(FedAvg(weighted=False, device="cpu"), f=5, device="cpu").aggregate_updates(
+            u, ctx_for(2)
+        )
+    wrapped = NNM(FedAvg(weighted=False, device="cpu"), f=5, on_too_few="reduce_f", device="cpu")
     with caplog.at_level(logging.WARNING, logger="flsec"):
         agg = wrapped.aggregate_updates(u, ctx_for(2))
     assert torch.allclose(agg.update, u.mean(dim=0))
-    assert "f=5" in caplog.text
+    assert "using f=1" in caplog.text and agg.metrics == {"nnm_f_used": 1}
     with pytest.raises(ValueError, match="f"):
         nearest_neighbour_mixing(u, f=2)
 
