@@ -1,0 +1,145 @@
+"""The baseline runner (``flsec baseline``) and the data-distribution baseline's configs."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from flsec_flower.baselines import (
+    BASELINES_DIR,
+    build_table,
+    cells,
+    finished_run,
+    load_baseline,
+    markdown,
+    run_baseline,
+)
+from flsec_flower.config import AttackConfig, ConfigError
+from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+
+SLUG = "data-distribution"
+
+
+def _root(tmp_path: Path) -> Path:
+    """A copy of ``baselines/`` that this branch's config schema accepts.
+
+    The configs give the attacker a fixed IID sample with ``attack.data``
+    (engineer h3's key); where :class:`AttackConfig` has no ``data`` field
+    yet, the copy drops that line and the attacker uses its own partition.
+    """
+    root = tmp_path / "baselines"
+    shutil.copytree(BASELINES_DIR / SLUG, root / SLUG)
+    if "data" not in {f.name for f in dataclasses.fields(AttackConfig)}:
+        for path in (root / SLUG).glob("*.yaml"):
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(ln for ln in lines if "kind: iid_sample" not in ln))
+    return root
+
+
+def test_quick_scale_has_every_paper_cell(tmp_path):
+    baseline = load_baseline(SLUG, _root(tmp_path))
+    todo, skipped = cells(baseline, "quick", out=tmp_path / "out")
+    assert len(todo) == 3 * 3 * 3  # configs x alphas x seeds
+    assert len({c.name for c in todo}) == len(todo)
+    assert {c.point["data.partition.alpha"] for c in todo} == {1.0, 0.5, 0.25}
+    assert {c.cfg.seed for c in todo} == {0, 1, 2}
+    assert [name for name, _ in skipped] == [
+        "cifar10-clean",
+        "cifar10-backdoor",
+        "cifar10-backdoor-rlr",
+    ]
+    for c in todo:
+        assert c.cfg.data.dataset == "fashion_mnist" and c.cfg.data.num_clients == 10
+        assert c.cfg.training.local_epochs == 2 and c.cfg.training.batch_size == 256
+        assert c.cfg.training.optimizer == "adam"
+        assert c.cfg.output_dir == str(tmp_path / "out" / "runs")
+    rlr = [c for c in todo if c.point["config"] == "fmnist-backdoor-rlr"]
+    assert all(c.cfg.strategy.wrappers[0].params == {"theta": 4} for c in rlr)
+    attacked = [c for c in todo if c.cfg.attack is not None]
+    assert len(attacked) == 18
+    assert all(c.cfg.attack.params["target_class"] == 7 for c in attacked)
+    assert todo[0].name == "fmnist-clean-alpha1.0-seed0"
+
+
+def test_unknown_scale_and_slug_name_the_problem(tmp_path):
+    root = _root(tmp_path)
+    with pytest.raises(ConfigError, match=r"--scale 'huge'.*quick, paper"):
+        cells(load_baseline(SLUG, root), "huge")
+    with pytest.raises(ConfigError, match="known baselines: data-distribution"):
+        load_baseline("nope", root)
+
+
+def test_table_is_mean_and_std_over_seeds_in_percent():
+    runs = pd.DataFrame(
+        {
+            "config": ["a", "a", "a", "b"],
+            "data.partition.alpha": [1.0, 1.0, 0.5, 1.0],
+            "final_accuracy": [0.90, 0.80, 0.70, 0.10],
+        }
+    )
+    spec = {
+        "name": "t",
+        "config": "a",
+        "rows": "data.partition.alpha",
+        "columns": {"Acc": "final_accuracy"},
+        "percent": True,
+        "paper": {1.0: {"Acc": "91 ± 1"}},
+    }
+    table = build_table(runs, spec)
+    assert list(table.columns) == ["alpha", "Acc (paper)", "Acc (ours)", "seeds"]
+    # mean 85, sample std sqrt(((90-85)^2 + (80-85)^2) / 1) = 7.07
+    assert table.to_dict("records") == [
+        {"alpha": 1.0, "Acc (paper)": "91 ± 1", "Acc (ours)": "85.00 ± 7.07", "seeds": 2},
+        {"alpha": 0.5, "Acc (paper)": "-", "Acc (ours)": "70.00 ± 0.00", "seeds": 1},
+    ]
+    assert markdown(table).splitlines()[2] == "| 1.0 | 91 ± 1 | 85.00 ± 7.07 | 2 |"
+
+
+def _fake_run(cell, rounds: list[int], suffix: str = "20260101-000000") -> Path:
+    run_dir = Path(cell.cfg.output_dir) / f"{cell.name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cell.cfg.to_dict(), sort_keys=False))
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps({"round": r}) + "\n" for r in rounds))
+    (run_dir / SUMMARY_FILE).write_text("name\nx\n")
+    return run_dir
+
+
+def test_finished_cell_needs_all_rounds_and_the_same_config(tmp_path):
+    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+    first, second, third = todo[0], todo[1], todo[2]
+    assert first.cfg.rounds == 3
+    done = _fake_run(first, [0, 1, 2, 3])
+    _fake_run(second, [0, 1, 2])  # killed before its last round
+    stale = _fake_run(third, [0, 1, 2, 3])
+    raw = yaml.safe_load((stale / CONFIG_FILE).read_text())
+    raw["training"]["lr"] = 0.5  # the config changed since
+    (stale / CONFIG_FILE).write_text(yaml.safe_dump(raw))
+    assert finished_run(first) == done
+    assert finished_run(second) is None
+    assert finished_run(third) is None
+
+
+@pytest.mark.slow
+def test_smoke_every_cell_runs_and_tables_are_written(tmp_path):
+    out = tmp_path / "out"
+    files = run_baseline(
+        SLUG, scale="smoke", out=out, seeds=[0], root=_root(tmp_path), progress=False
+    )
+    names = {f.name for f in files}
+    for table in ("table1_fairness", "table2_robustness", "table3_rlr"):
+        assert {f"{table}.md", f"{table}.csv"} <= names
+    assert {"bias_vs_alpha.png", "backdoor_vs_alpha.png"} <= names
+    runs = pd.read_csv(out / "cells.csv")
+    assert len(runs) == 9 and runs["final_accuracy"].between(0, 1).all()
+    table4 = pd.read_csv(out / "table4_bias_attack.csv")
+    assert list(table4["alpha"]) == [1.0, 0.5, 0.25]
+    assert table4["Bias (ours)"].str.contains("±").all()
+    again = run_baseline(
+        SLUG, scale="smoke", out=out, seeds=[0], root=_root(tmp_path / "again"), progress=False
+    )
+    assert len(list((out / "runs").iterdir())) == 9  # resumed: nothing ran twice
+    assert {f.name for f in again} == names
