@@ -132,7 +132,9 @@ def cells(
 
     Each config gets the scale's overrides, then ``extra``, then
     ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
-    seeds. Skipped configs (``skip: reason``) are validated all the same.
+    seeds. Cells are ordered seed by seed, so an interrupted run has every
+    table at fewer seeds rather than some tables complete and others empty.
+    Skipped configs (``skip: reason``) are validated all the same.
 
     Raises
     ------
@@ -148,7 +150,7 @@ def cells(
     overrides = {**(baseline.scales[scale] or {}), **(extra or {})}
     if out is not None:
         overrides["output_dir"] = str(Path(out) / "runs")
-    result: list[Cell] = []
+    per_config: list[tuple[str, list[tuple[dict[str, Any], ExperimentConfig]]]] = []
     skipped: list[tuple[str, str]] = []
     for entry in baseline.configs:
         path = baseline.folder / entry["file"]
@@ -159,16 +161,19 @@ def cells(
             raise ConfigError(f"{path}: {err}") from err
         if entry.get("skip"):
             skipped.append((cfg.name, str(entry["skip"])))
-            continue
-        for point, point_cfg in points:
-            for seed in seeds:
+        else:
+            per_config.append((cfg.name, points))
+    result: list[Cell] = []
+    for seed in seeds:
+        for name, points in per_config:
+            for point, point_cfg in points:
                 full = {**point, "seed": seed}
                 label = "-".join(
                     f"{k.rsplit('.', 1)[-1]}{_value_label(v)}" for k, v in full.items()
                 )
                 raw = point_cfg.to_dict()
-                raw.update(seed=seed, name=f"{cfg.name}-{label}")
-                result.append(Cell(from_dict(raw), full | {"config": cfg.name}))
+                raw.update(seed=seed, name=f"{name}-{label}")
+                result.append(Cell(from_dict(raw), full | {"config": name}))
     return result, skipped
 
 
@@ -218,16 +223,17 @@ class Progress:
         )
 
 
-def run_cells(todo: list[Cell], progress: bool = True) -> dict[str, Path]:
-    """Run the cells not finished yet; return every cell's run folder by name.
+def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict[str, Path]:
+    """Run the cells not finished yet; return the finished cells' run folders by name.
 
     Cells sharing ``data.num_clients`` and the client resources run in one
-    simulation.
+    simulation. With ``run=False`` nothing runs: only the cells already
+    finished are returned.
     """
     from flsec_flower.simulation import run_experiments
 
-    done = {c.name: run for c in todo if (run := finished_run(c)) is not None}
-    pending = [c for c in todo if c.name not in done]
+    done = {c.name: path for c in todo if (path := finished_run(c)) is not None}
+    pending = [c for c in todo if c.name not in done] if run else []
     if progress:
         print(
             f"{len(done)}/{len(todo)} cells already finished, {len(pending)} to run",
@@ -246,9 +252,9 @@ def run_cells(todo: list[Cell], progress: bool = True) -> dict[str, Path]:
 
 
 def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
-    """One row per cell: its sweep point, seed, config name and summary metrics."""
+    """One row per finished cell: its sweep point, seed, config name and summary metrics."""
     rows = []
-    for c in todo:
+    for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
         rows.append({**summary, **c.point, "run_dir": str(run_dirs[c.name])})
     return pd.DataFrame(rows)
@@ -263,28 +269,36 @@ def _mean_std(values: pd.Series, percent: bool) -> str:
     return f"{col.mean():.{digits}f} ± {std:.{digits}f}"
 
 
+PENDING = "pending (not run)"
+"""What a table shows for a row of the paper that no finished cell covers."""
+
+
 def build_table(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """A table of ``mean ± std`` over seeds: one row per value of ``spec["rows"]``.
 
     With a ``paper`` mapping, each metric column ``M`` is preceded by
-    ``M (paper)``, the paper's value for that row.
+    ``M (paper)``, the paper's value for that row, and rows of the paper that
+    no finished cell covers show :data:`PENDING`.
     """
     rows_key, columns = spec["rows"], spec["columns"]
     percent = bool(spec.get("percent", False))
     paper = {str(k): v for k, v in (spec.get("paper") or {}).items()}
-    subset = runs[runs["config"] == spec["config"]]
-    if subset.empty:
-        raise ConfigError(f"table {spec['name']}: no cell of config {spec['config']!r} was run")
+    subset = runs[runs["config"] == spec["config"]] if "config" in runs else runs.iloc[0:0]
+    groups = dict(iter(subset.groupby(rows_key, sort=False))) if len(subset) else {}
+    values = [*groups, *(k for k in paper if k not in {str(v) for v in groups})]
     out = []
-    for value, group in subset.groupby(rows_key, sort=False):
+    for value in values:
+        group = groups.get(value)
         row: dict[str, Any] = {rows_key.rsplit(".", 1)[-1]: value}
         for header, metric in columns.items():
             if paper:
                 row[f"{header} (paper)"] = (paper.get(str(value)) or {}).get(header, "-")
-            row[f"{header} (ours)" if paper else header] = (
-                _mean_std(group[metric], percent) if metric in group else "-"
-            )
-        row["seeds"] = len(group)
+            if group is None:
+                ours = PENDING
+            else:
+                ours = _mean_std(group[metric], percent) if metric in group else "-"
+            row[f"{header} (ours)" if paper else header] = ours
+        row["seeds"] = 0 if group is None else len(group)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -306,7 +320,7 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, config in spec["configs"].items():
-        subset = runs[runs["config"] == config]
+        subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
         if subset.empty or spec["y"] not in subset:
             continue
         stats = subset.groupby(spec["x"])[spec["y"]].agg(["mean", "std"]).fillna(0.0)
@@ -320,14 +334,15 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
     )
     if spec.get("log_x"):
         ax.set_xscale("log")
-    ax.legend(fontsize="small")
+    if ax.lines:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path) -> list[Path]:
+def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str) -> list[Path]:
     """Write ``cells.csv``, every table as Markdown and CSV, every figure as PNG."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "cells.csv"]
@@ -335,7 +350,8 @@ def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path) -> list[Pat
     for spec in baseline.spec.get("tables") or []:
         table = build_table(runs, spec)
         md = out / f"{spec['name']}.md"
-        md.write_text(f"{spec.get('title', spec['name'])}\n\n{markdown(table)}")
+        note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
+        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{markdown(table)}")
         table.to_csv(out / f"{spec['name']}.csv", index=False)
         written += [md, out / f"{spec['name']}.csv"]
     for spec in baseline.spec.get("figures") or []:
@@ -351,17 +367,19 @@ def run_baseline(
     root: Path = BASELINES_DIR,
     extra: dict[str, Any] | None = None,
     progress: bool = True,
+    run: bool = True,
 ) -> list[Path]:
     """Run (or resume) baseline ``slug`` at ``scale``; return the files written.
 
     ``out`` defaults to ``runs/baselines/<slug>/<scale>``; ``extra`` holds
-    dotted-key overrides applied after the scale's (tests use it to shrink a
-    baseline).
+    dotted-key overrides applied after the scale's. With ``run=False`` the
+    tables are written from the cells already finished (a partial result
+    while a run is under way); nothing runs.
     """
     baseline = load_baseline(slug, root)
     out = Path(out) if out is not None else Path("runs") / "baselines" / slug / scale
     todo, skipped = cells(baseline, scale, seeds, out, extra)
     for name, reason in skipped:
         print(f"{name}: not run here ({reason})", file=sys.stderr)
-    run_dirs = run_cells(todo, progress)
-    return write_outputs(baseline, summary_frame(todo, run_dirs), out)
+    run_dirs = run_cells(todo, progress, run)
+    return write_outputs(baseline, summary_frame(todo, run_dirs), out, scale)

@@ -92,6 +92,7 @@ def _baseline(args: argparse.Namespace) -> int:
         root=Path(args.root) if args.root else BASELINES_DIR,
         extra=dict(parse_override(o) for o in args.override),
         progress=not args.quiet,
+        run=not args.no_run,
     )
     for path in files:
         if path.suffix == ".md":
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config key in every cell, after the scale's overrides",
+    )
+    base.add_argument(
+        "--no-run",
+        action="store_true",
+        help="run nothing; write the tables from the cells already finished",
     )
     base.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     base.set_defaults(func=_baseline)

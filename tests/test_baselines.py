@@ -11,6 +11,7 @@ import yaml
 
 from flsec_flower.baselines import (
     BASELINES_DIR,
+    PENDING,
     build_table,
     cells,
     finished_run,
@@ -18,7 +19,7 @@ from flsec_flower.baselines import (
     markdown,
     run_baseline,
 )
-from flsec_flower.config import AttackConfig, ConfigError
+from flsec_flower.config import AttackConfig, ConfigError, PartitionConfig
 from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 SLUG = "data-distribution"
@@ -27,16 +28,22 @@ SLUG = "data-distribution"
 def _root(tmp_path: Path) -> Path:
     """A copy of ``baselines/`` that this branch's config schema accepts.
 
-    The configs give the attacker a fixed IID sample with ``attack.data``
-    (engineer h3's key); where :class:`AttackConfig` has no ``data`` field
-    yet, the copy drops that line and the attacker uses its own partition.
+    The configs give the attacker a fixed IID sample (``attack.data``) and
+    split the data among the honest clients (``data.partition.honest_only``),
+    engineer h3's keys; where the schema lacks them, the copy drops them and
+    the attacker trains on its own Dirichlet partition.
     """
     root = tmp_path / "baselines"
     shutil.copytree(BASELINES_DIR / SLUG, root / SLUG)
-    if "data" not in {f.name for f in dataclasses.fields(AttackConfig)}:
-        for path in (root / SLUG).glob("*.yaml"):
-            lines = path.read_text().splitlines(keepends=True)
-            path.write_text("".join(ln for ln in lines if "kind: iid_sample" not in ln))
+    attack_keys = {f.name for f in dataclasses.fields(AttackConfig)}
+    partition_keys = {f.name for f in dataclasses.fields(PartitionConfig)}
+    for path in (root / SLUG).glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if "data" not in attack_keys and raw.get("attack"):
+            raw["attack"].pop("data", None)
+        if "honest_only" not in partition_keys and "data" in raw:
+            raw["data"]["partition"].pop("honest_only", None)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return root
 
 
@@ -62,7 +69,11 @@ def test_quick_scale_has_every_paper_cell(tmp_path):
     attacked = [c for c in todo if c.cfg.attack is not None]
     assert len(attacked) == 18
     assert all(c.cfg.attack.params["target_class"] == 7 for c in attacked)
-    assert todo[0].name == "fmnist-clean-alpha1.0-seed0"
+    assert [c.name for c in todo[:2]] == [
+        "fmnist-clean-alpha1.0-seed0",
+        "fmnist-clean-alpha0.5-seed0",
+    ]
+    assert {c.cfg.seed for c in todo[:9]} == {0}  # seed by seed
 
 
 def test_unknown_scale_and_slug_name_the_problem(tmp_path):
@@ -87,7 +98,7 @@ def test_table_is_mean_and_std_over_seeds_in_percent():
         "rows": "data.partition.alpha",
         "columns": {"Acc": "final_accuracy"},
         "percent": True,
-        "paper": {1.0: {"Acc": "91 ± 1"}},
+        "paper": {1.0: {"Acc": "91 ± 1"}, 0.25: {"Acc": "80 ± 2"}},
     }
     table = build_table(runs, spec)
     assert list(table.columns) == ["alpha", "Acc (paper)", "Acc (ours)", "seeds"]
@@ -95,6 +106,7 @@ def test_table_is_mean_and_std_over_seeds_in_percent():
     assert table.to_dict("records") == [
         {"alpha": 1.0, "Acc (paper)": "91 ± 1", "Acc (ours)": "85.00 ± 7.07", "seeds": 2},
         {"alpha": 0.5, "Acc (paper)": "-", "Acc (ours)": "70.00 ± 0.00", "seeds": 1},
+        {"alpha": "0.25", "Acc (paper)": "80 ± 2", "Acc (ours)": PENDING, "seeds": 0},
     ]
     assert markdown(table).splitlines()[2] == "| 1.0 | 91 ± 1 | 85.00 ± 7.07 | 2 |"
 
