@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from flsec_flower import baselines
 from flsec_flower.baselines import (
     BASELINES_DIR,
     PENDING,
@@ -155,3 +156,17 @@ def test_smoke_every_cell_runs_and_tables_are_written(tmp_path):
     )
     assert len(list((out / "runs").iterdir())) == 9  # resumed: nothing ran twice
     assert {f.name for f in again} == names
+
+
+def test_progress_line_names_the_cell_and_extrapolates_the_eta(tmp_path, monkeypatch, capsys):
+    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+    clock = iter([0.0, 30.0, 60.0])
+    monkeypatch.setattr(baselines.time, "perf_counter", lambda: next(clock))
+    report = baselines.Progress(todo[:2], offset=1, total=5)  # 2 pending cells x 3 rounds
+    report(0, 0)  # the initial evaluation is no progress
+    report(0, 1)  # 30 s for 1 round, 5 left: ETA 150 s
+    report(1, 1)  # 60 s for 2 rounds, 4 left: ETA 120 s
+    assert capsys.readouterr().err.splitlines() == [
+        f"cell 2/5 {todo[0].name} round 1/3 elapsed 0.5 min ETA 2.5 min",
+        f"cell 3/5 {todo[1].name} round 1/3 elapsed 1.0 min ETA 2.0 min",
+    ]
