@@ -59,6 +59,29 @@ BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 
 SPEC_FILE = "baseline.yaml"
 SPEC_KEYS = ("title", "seeds", "configs", "scales", "tables", "figures")
+TABLE_KEYS = {
+    "required": ("name", "config", "rows", "columns"),
+    "optional": ("title", "percent", "paper"),
+}
+FIGURE_KEYS = {
+    "required": ("name", "x", "y", "configs"),
+    "optional": ("title", "xlabel", "ylabel", "log_x"),
+}
+
+
+def _check_entries(where: str, entries: list, keys: dict[str, tuple[str, ...]]) -> None:
+    allowed = (*keys["required"], *keys["optional"])
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f"{where}[{i}]: expected a mapping with {', '.join(keys['required'])}"
+            )
+        for key in entry:
+            if key not in allowed:
+                raise ConfigError(f"{where}[{i}].{key}: unknown key; allowed: {', '.join(allowed)}")
+        missing = [k for k in keys["required"] if k not in entry]
+        if missing:
+            raise ConfigError(f"{where}[{i}]: missing {', '.join(missing)}")
 
 
 @dataclass
@@ -114,6 +137,8 @@ def load_baseline(slug: str, root: Path = BASELINES_DIR) -> Baseline:
     for i, entry in enumerate(configs):
         if not isinstance(entry, dict) or "file" not in entry:
             raise ConfigError(f"{folder / SPEC_FILE}: configs[{i}]: expected {{file: NAME.yaml}}")
+    _check_entries(f"{folder / SPEC_FILE}: tables", spec.get("tables") or [], TABLE_KEYS)
+    _check_entries(f"{folder / SPEC_FILE}: figures", spec.get("figures") or [], FIGURE_KEYS)
     return Baseline(slug, folder, spec, configs)
 
 

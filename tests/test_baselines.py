@@ -83,6 +83,12 @@ def test_unknown_scale_and_slug_name_the_problem(tmp_path):
         cells(load_baseline(SLUG, root), "huge")
     with pytest.raises(ConfigError, match="known baselines: data-distribution"):
         load_baseline("nope", root)
+    spec_file = root / SLUG / "baseline.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["tables"][1]["colums"] = spec["tables"][1].pop("columns")
+    spec_file.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"tables\[1\]\.colums: unknown key"):
+        load_baseline(SLUG, root)
 
 
 def test_table_is_mean_and_std_over_seeds_in_percent():
