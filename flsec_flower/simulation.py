@@ -13,15 +13,17 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from flwr.simulation import run_simulation
 
 from flsec_flower import registry
+from flsec_flower.checkpoint import load_checkpoint, read_status
 from flsec_flower.client_app import make_cell_client_fn
-from flsec_flower.config import ConfigError, ExperimentConfig
+from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
     client_env,
     client_indices,
     experiment_dataset,
     malicious_ids,
 )
-from flsec_flower.results import RunRecorder, new_run_dir
+from flsec_flower.interrupts import handle_interrupts
+from flsec_flower.results import CONFIG_FILE, RunRecorder, new_run_dir
 from flsec_flower.server_app import SequentialServer
 
 
@@ -43,12 +45,15 @@ def backend_config(cfg: ExperimentConfig) -> dict:
 def validate(cfg: ExperimentConfig) -> None:
     """Surface config errors (names and parameters) before Ray starts.
 
-    Builds the strategy once without Flower and one attacking client, so bad
-    names and parameter values raise :class:`~flsec_flower.config.ConfigError`
-    here rather than failing every client inside the simulation.
+    Builds the strategy once without Flower, loads the dataset and builds one
+    attacking client, so bad names and parameter values raise
+    :class:`~flsec_flower.config.ConfigError`, and missing or corrupt data
+    files ``FileNotFoundError`` or :class:`~flsec_flower.data.dataset.DataError`,
+    here (before any run directory exists) rather than inside the simulation.
     """
     registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
     registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
+    experiment_dataset(cfg)
     attackers = sorted(malicious_ids(cfg))
     if attackers:
         registry.build_client(client_env(cfg, attackers[0]), malicious=True)
@@ -87,34 +92,81 @@ def run_experiments(
     _shared_federation(cfgs)
     for cfg in cfgs:
         validate(cfg)
-    indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
     runs = [(cfg, RunRecorder(new_run_dir(cfg), cfg, malicious_ids(cfg), progress)) for cfg in cfgs]
+    return _simulate(runs, [None] * len(runs), verbose)
+
+
+def resume_experiment(run_dir: Path, progress: bool = True, verbose: bool = False) -> Path:
+    """Continue a stopped run in ``run_dir`` from its last checkpointed round.
+
+    The config is the run's ``config.yaml``; the strategy, the adversary's
+    state and the trainer's seeds come from ``checkpoint.pt``; metrics lines
+    of rounds after the checkpoint are dropped and recomputed. A run killed
+    before its first checkpoint starts again from round 0.
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` is not a run directory or the run is already completed.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume: {run_dir} has no {CONFIG_FILE}: not a flsec run directory")
+    status = read_status(run_dir)
+    if status is not None and status.get("status") == "completed":
+        raise ConfigError(f"--resume: {run_dir} is already completed")
+    cfg = from_dict(read_yaml(run_dir / CONFIG_FILE))
+    validate(cfg)
+    checkpoint = load_checkpoint(run_dir)
+    resume_round = -1 if checkpoint is None else int(checkpoint["round"])
+    recorder = RunRecorder(run_dir, cfg, malicious_ids(cfg), progress, resume_round=resume_round)
+    return _simulate([(cfg, recorder)], [checkpoint], verbose)[0]
+
+
+def _simulate(
+    runs: list[tuple[ExperimentConfig, RunRecorder]],
+    checkpoints: list[dict | None],
+    verbose: bool,
+) -> list[Path]:
+    """Run the simulation for ``runs``; mark unfinished runs failed on an error."""
+    cfgs = [cfg for cfg, _ in runs]
+    indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
 
     def server_fn(context: Context) -> ServerAppComponents:
         total = sum(cfg.rounds for cfg in cfgs)
-        return ServerAppComponents(server=SequentialServer(runs), config=ServerConfig(total))
+        server = SequentialServer(runs, checkpoints)
+        return ServerAppComponents(server=server, config=ServerConfig(total))
 
     level = FLOWER_LOGGER.level
     if not verbose:
         FLOWER_LOGGER.setLevel(logging.ERROR)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    recorders = [recorder for _, recorder in runs]
     try:
-        run_simulation(
-            server_app=ServerApp(server_fn=server_fn),
-            client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
-            num_supernodes=cfgs[0].data.num_clients,
-            backend_config=backend_config(cfgs[0]),
-            verbose_logging=verbose,
-        )
+        with handle_interrupts(recorders):
+            run_simulation(
+                server_app=ServerApp(server_fn=server_fn),
+                client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
+                num_supernodes=cfgs[0].data.num_clients,
+                backend_config=backend_config(cfgs[0]),
+                verbose_logging=verbose,
+            )
+    except BaseException as err:
+        for recorder in recorders:
+            if not recorder.finished:
+                recorder.mark("failed", f"{type(err).__name__}: {err}")
+        raise
     finally:
         FLOWER_LOGGER.setLevel(level)
     for cfg, recorder in runs:
         if not recorder.finished:
-            raise RuntimeError(
+            message = (
                 f"{cfg.name}: the simulation stopped before round {cfg.rounds}; rounds "
                 f"recorded so far are in {recorder.run_dir / 'metrics.jsonl'}"
             )
-    return [recorder.run_dir for _, recorder in runs]
+            recorder.mark("failed", message)
+            raise RuntimeError(message)
+    return [recorder.run_dir for recorder in recorders]
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True, verbose: bool = False) -> Path:

@@ -22,6 +22,7 @@ opt-in (``weighted=True``).
 
 from __future__ import annotations
 
+import copy
 import logging
 from abc import abstractmethod
 from collections.abc import Callable
@@ -54,6 +55,10 @@ RoundListener = Callable[[int, dict], None]
 PARTITION_ID_QUERY = "partition_id"
 
 
+class TooFewClientsError(RuntimeError):
+    """Fewer clients replied in a round than ``min_fit_clients`` requires."""
+
+
 @dataclass
 class Rejection:
     """A client result that was not aggregated, and why."""
@@ -71,11 +76,14 @@ class RoundDiagnostics:
     flagged: list[int] | None = None
     rejected: list[Rejection] = field(default_factory=list)
     skipped: str | None = None
+    failures: list[str] = field(default_factory=list)
 
     def as_record(self) -> dict:
         """Return a JSON-serialisable dictionary."""
         return {
             "participants": self.partition_ids,
+            "num_failures": len(self.failures),
+            "failures": self.failures,
             "selected": self.selected,
             "flagged": self.flagged,
             "num_rejected": len(self.rejected),
@@ -108,6 +116,15 @@ class RobustStrategy(FedAvg):
     supports_weighting: ClassVar[bool] = False
     """Whether the rule can weight clients by reported sample counts (``weighted=True``)."""
 
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+    """Instance attributes kept across rounds that a resumed run must restore.
+
+    Tensors, numbers, lists, sets and dicts of those; collected by
+    :meth:`state_dict` (with the global model) and restored by
+    :meth:`load_state_dict`. A rule whose random choices derive from
+    ``(seed, round)`` needs nothing here.
+    """
+
     def __init__(
         self,
         *,
@@ -134,6 +151,7 @@ class RobustStrategy(FedAvg):
         self.local_trainer: LocalTrainer | None = None
         self.malicious_partition_ids: frozenset[int] = frozenset()
         self.round_listener: RoundListener | None = None
+        self.min_results = 1
         self.diagnostics: dict[int, RoundDiagnostics] = {}
         self._proxy_partition: dict[str, int] = {}
         self.registration_timeout = 120
@@ -143,6 +161,43 @@ class RobustStrategy(FedAvg):
     @abstractmethod
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Aggregate the update matrix ``updates`` (shape ``(n, d)``) into one update."""
+
+    # ---------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        """The strategy's state across rounds: the global model and :attr:`state_attributes`.
+
+        Values are deep copies, so later rounds do not change a saved state.
+        """
+        return {
+            "global_params": copy.deepcopy(self.global_params),
+            "attributes": {n: copy.deepcopy(getattr(self, n)) for n in self.state_attributes},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (tensors go to the aggregation device).
+
+        Call after :meth:`initialize_parameters`, which sets the layout.
+
+        Raises
+        ------
+        ValueError
+            If the saved global model does not fit this model's layout, or an
+            attribute is missing.
+        """
+        params = state["global_params"]
+        if params is not None:
+            if self.layout is not None and params.numel() != self.layout.dim:
+                raise ValueError(
+                    f"the saved global model has {params.numel()} values, "
+                    f"this model {self.layout.dim}"
+                )
+            self.global_params = params.to(self.device)
+        attributes = state["attributes"]
+        missing = [name for name in self.state_attributes if name not in attributes]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: saved state lacks {missing}")
+        for name in self.state_attributes:
+            setattr(self, name, tensors_to(attributes[name], self.device))
 
     # ------------------------------------------------------------ Flower API
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
@@ -206,12 +261,14 @@ class RobustStrategy(FedAvg):
             )
         diag = RoundDiagnostics()
         self.diagnostics[server_round] = diag
-        for failure in failures:
-            logger.warning("round %d: a client failed: %s", server_round, failure)
-        if failures and not results:
-            raise RuntimeError(
-                f"round {server_round}: all {len(failures)} clients failed; "
-                f"the first failure: {failures[0]!r}"
+        diag.failures = [self._describe_failure(f) for f in failures]
+        for reason in diag.failures:
+            logger.warning("round %d: a client failed: %s", server_round, reason)
+        if len(results) < self.min_results:
+            first = f"; the first failure: {diag.failures[0]}" if failures else ""
+            raise TooFewClientsError(
+                f"round {server_round}: {len(results)} client(s) replied, {len(failures)} "
+                f"failed; min_fit_clients needs {self.min_results}{first}"
             )
         updates, ctx = self._update_matrix(server_round, results, diag)
         metrics: dict[str, Scalar] = {
@@ -235,6 +292,15 @@ class RobustStrategy(FedAvg):
             return None, metrics
         self.global_params = self.global_params + self.server_lr * agg.update.to(self.device)
         return ndarrays_to_parameters(self.layout.unflatten(self.global_params)), metrics
+
+    def _describe_failure(self, failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
+        """One line for a failed client: its partition when known, and why."""
+        if isinstance(failure, BaseException):
+            return f"{type(failure).__name__}: {failure}"
+        proxy, res = failure
+        pid = self._proxy_partition.get(proxy.cid)
+        who = f"partition {pid}" if pid is not None else f"node {proxy.cid}"
+        return f"{who}: {res.status.code.name}: {res.status.message}"
 
     def _update_matrix(
         self,
@@ -327,3 +393,23 @@ class WrappingStrategy(RobustStrategy):
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Delegate to the inner rule (subclasses transform around this call)."""
         return self.inner.aggregate_updates(updates, ctx)
+
+    def state_dict(self) -> dict:
+        """The transform's state and, under ``"inner"``, the wrapped rule's."""
+        return {**super().state_dict(), "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore this transform's state and the wrapped rule's."""
+        super().load_state_dict(state)
+        self.inner.load_state_dict(state["inner"])
+
+
+def tensors_to(value: object, device: torch.device) -> object:
+    """``value`` with every tensor inside (dict, list, tuple) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: tensors_to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(tensors_to(v, device) for v in value)
+    return value

@@ -1,0 +1,16 @@
+"""Dataset and partition names, importable without torch (config validation, the CLI)."""
+
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "fashion_mnist",
+    "mnist",
+    "mnist10k",
+    "cifar10",
+    "cifar100",
+    "adult",
+    "synthetic",
+)
+"""Names accepted by :func:`flsec_flower.data.load_dataset` (its loaders' keys, in order)."""
+
+PARTITION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards", "sorted")
+"""Names accepted by :func:`flsec_flower.data.partition_indices`."""
