@@ -22,7 +22,7 @@ from flsec_flower.experiment import (
     experiment_dataset,
     malicious_ids,
 )
-from flsec_flower.interrupts import handle_interrupts
+from flsec_flower.interrupts import handle_interrupts, ray_start_watchdog
 from flsec_flower.results import CONFIG_FILE, RunRecorder, new_run_dir
 from flsec_flower.server_app import SequentialServer
 
@@ -143,7 +143,7 @@ def _simulate(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     recorders = [recorder for _, recorder in runs]
     try:
-        with handle_interrupts(recorders):
+        with handle_interrupts(recorders), ray_start_watchdog(recorders):
             run_simulation(
                 server_app=ServerApp(server_fn=server_fn),
                 client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),

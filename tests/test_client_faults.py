@@ -41,7 +41,7 @@ def faulty_federation(mode: str):
                         raise RuntimeError("injected failure")
                     if mode == "exit":
                         os._exit(1)
-                    time.sleep(40)
+                    time.sleep(90)
                 return honest_fit(ins)
 
             client.fit = fit
@@ -68,7 +68,8 @@ def config(tmp_path, **extra):
 @pytest.mark.parametrize("mode", ["raise", "exit", "hang"])
 def test_round_goes_on_without_the_failed_client(tmp_path, monkeypatch, mode):
     monkeypatch.setattr(simulation, "make_cell_client_fn", faulty_federation(mode))
-    cfg = config(tmp_path, client_timeout=15.0 if mode == "hang" else None)
+    # the timeout counts from when the round sends, start-up and queueing included
+    cfg = config(tmp_path, client_timeout=45.0 if mode == "hang" else None)
     run_dir = simulation.run_experiment(cfg, progress=False)
     df = load_results(run_dir).set_index("round")
     assert list(df.index) == [0, 1, 2, 3]

@@ -114,3 +114,16 @@ def test_signal_stops_within_seconds_and_says_how_to_resume(tmp_path, sig):
     status = read_status(run_dir)
     assert status["status"] == "interrupted"
     assert status["rounds_completed"] == load_results(run_dir)["round"].max() >= 1
+
+
+def test_unreachable_ray_fails_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("FLSEC_RAY_START_TIMEOUT", "5")
+    cfg = write_config(tmp_path, rounds=2)
+    code, err, seconds = finish(flsec("run", str(cfg)), 120)
+    assert code == 1
+    assert seconds < 60
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("flsec: error: Ray did not start within 5 s (127.0.0.1:1)")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert read_status(run_dir)["status"] == "failed"
