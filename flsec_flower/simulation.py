@@ -26,9 +26,19 @@ from flsec_flower.interrupts import handle_interrupts, ray_start_watchdog
 from flsec_flower.results import CONFIG_FILE, RunRecorder, new_run_dir
 from flsec_flower.server_app import SequentialServer
 
+ACTOR_MAX_RESTARTS = -1
+"""Ray restarts a client actor whose process died (``os._exit``, OOM), without limit.
+
+Flower's actor pool keeps a dead actor and would fail every later client
+sent to it; restarted, only the client that was running fails (a failure
+in that round's metrics)."""
+
 
 def backend_config(cfg: ExperimentConfig) -> dict:
-    """Ray backend settings: client CPUs and (fractional) GPUs; ``RAY_ADDRESS`` honoured."""
+    """Ray backend settings: client CPUs and (fractional) GPUs, restart of dead actors.
+
+    ``RAY_ADDRESS`` is honoured (attach to an existing cluster).
+    """
     init_args: dict = {"logging_level": logging.ERROR, "configure_logging": True}
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -37,6 +47,7 @@ def backend_config(cfg: ExperimentConfig) -> dict:
         "client_resources": {
             "num_cpus": cfg.resources.client_num_cpus,
             "num_gpus": cfg.resources.client_num_gpus,
+            "max_restarts": ACTOR_MAX_RESTARTS,
         },
         "init_args": init_args,
     }
