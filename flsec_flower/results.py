@@ -85,7 +85,8 @@ class RunRecorder:
         Show a progress bar (round, accuracy, seconds per round).
     resume_round : int, optional
         Continue a run whose checkpoint is at this round: lines of later
-        rounds (written before the kill, after the checkpoint) are dropped.
+        rounds (written before the kill, after the checkpoint) are dropped;
+        ``-1`` (no checkpoint) drops every line and starts again.
 
     Attributes
     ----------
@@ -115,7 +116,7 @@ class RunRecorder:
             self.rounds_completed = 0
         else:
             _keep_rounds(self.run_dir / METRICS_FILE, resume_round)
-            self.rounds_completed = resume_round
+            self.rounds_completed = max(resume_round, 0)
         self.mark("running")
         self.progress = progress
         self._bar = None
