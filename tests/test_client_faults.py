@@ -41,7 +41,7 @@ def faulty_federation(mode: str):
                         raise RuntimeError("injected failure")
                     if mode == "exit":
                         os._exit(1)
-                    time.sleep(90)
+                    time.sleep(150)  # past client_timeout; the simulation waits for it to end
                 return honest_fit(ins)
 
             client.fit = fit
@@ -69,7 +69,7 @@ def config(tmp_path, **extra):
 def test_round_goes_on_without_the_failed_client(tmp_path, monkeypatch, mode):
     monkeypatch.setattr(simulation, "make_cell_client_fn", faulty_federation(mode))
     # the timeout counts from when the round sends, start-up and queueing included
-    cfg = config(tmp_path, client_timeout=45.0 if mode == "hang" else None)
+    cfg = config(tmp_path, client_timeout=120.0 if mode == "hang" else None)
     run_dir = simulation.run_experiment(cfg, progress=False)
     df = load_results(run_dir).set_index("round")
     assert list(df.index) == [0, 1, 2, 3]
