@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from flsec_flower.results import RunRecorder
@@ -57,14 +57,16 @@ def resume_hint(recorders: list[RunRecorder], signame: str) -> str:
 
 
 @contextlib.contextmanager
-def handle_interrupts(recorders: list[RunRecorder]) -> Iterator[None]:
+def handle_interrupts(recorders: list[RunRecorder]) -> Iterator[Callable[[], None]]:
     """Handle SIGINT and SIGTERM as described in the module docstring.
 
-    Outside the main thread (where Python cannot install signal handlers)
-    this does nothing.
+    Yields a function that installs the handlers again: ``ray.init`` puts
+    its own SIGTERM handler in place, so call it once Ray is up. Outside the
+    main thread (where Python cannot install signal handlers) this does
+    nothing.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
     state = {"count": 0}
 
@@ -82,9 +84,14 @@ def handle_interrupts(recorders: list[RunRecorder]) -> Iterator[None]:
         print(resume_hint(recorders, name), file=sys.stderr, flush=True)
         os._exit(EXIT_INTERRUPTED)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def install() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install()
     try:
-        yield
+        yield install
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from flwr.client import ClientApp
@@ -51,6 +52,24 @@ def backend_config(cfg: ExperimentConfig) -> dict:
         },
         "init_args": init_args,
     }
+
+
+def start_ray(cfg: ExperimentConfig) -> None:
+    """Start (or attach to) Ray as Flower's Ray backend would, unless it is up.
+
+    Done before the simulation so the runner's signal handlers can be put
+    back after ``ray.init`` replaces the SIGTERM one; Flower then finds Ray
+    initialised and uses it (and shuts it down at the end).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    parts = [*sys.path, os.environ.get("PYTHONPATH", "")]
+    pythonpath = os.pathsep.join(p for p in parts if p)
+    os.environ["PYTHONPATH"] = pythonpath  # the actors import this checkout
+    init_args = {"include_dashboard": False, **backend_config(cfg)["init_args"]}
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -154,7 +173,9 @@ def _simulate(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     recorders = [recorder for _, recorder in runs]
     try:
-        with handle_interrupts(recorders), ray_start_watchdog(recorders):
+        with ray_start_watchdog(recorders), handle_interrupts(recorders) as reinstall:
+            start_ray(cfgs[0])
+            reinstall()  # ray.init replaced the SIGTERM handler with its own
             run_simulation(
                 server_app=ServerApp(server_fn=server_fn),
                 client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
