@@ -32,6 +32,11 @@ and all its rounds is finished and skipped when the command is run again,
 so an interrupted baseline resumes where it stopped. Cells that share
 ``data.num_clients`` and the client resources run in one simulation
 (:func:`flsec_flower.simulation.run_experiments`).
+
+Relative paths in a baseline's configs (``data.data_dir``) resolve against
+the folder that holds ``baselines/`` (the checkout root), whatever the
+current directory, so ``data_dir: ../shared/data`` names the same folder
+from anywhere.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from flsec_flower.config import (
     expand_sweep,
     from_dict,
     read_yaml,
+    resolve_paths,
 )
 from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
@@ -180,7 +186,8 @@ def cells(
     for entry in baseline.configs:
         path = baseline.folder / entry["file"]
         try:
-            cfg = from_dict(read_yaml(path), overrides.items())
+            raw = resolve_paths(read_yaml(path), baseline.folder.parent.parent)
+            cfg = from_dict(raw, overrides.items())
             points = expand_sweep(cfg)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from err

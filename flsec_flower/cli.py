@@ -1,4 +1,9 @@
-"""The ``flsec`` command: ``run``, ``demo``, ``report`` and ``baseline``."""
+"""The ``flsec`` command: ``run``, ``demo``, ``report`` and ``baseline``.
+
+Arguments are parsed and the config validated before torch, Ray and Flower
+are imported (each subcommand imports what it needs), so ``flsec --help``
+and a config error answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from flsec_flower.config import ConfigError, load_config
+
+EXIT_USER_ERROR = 2
+"""A bad config, data file or path: one line on stderr."""
+EXIT_RUN_FAILED = 1
 
 SUMMARY_METRICS = [
     "final_accuracy",
@@ -23,10 +30,27 @@ SUMMARY_METRICS = [
 ]
 
 
+def _wide_tables() -> None:
+    import pandas as pd
+
+    pd.set_option("display.width", 200)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if (args.config is None) == (args.resume is None):
+        raise ConfigError("flsec run: give either a config file or --resume RUN_DIR")
+    if args.resume is not None:
+        if args.override:
+            raise ConfigError("--resume: overrides (-o) cannot change a run being resumed")
+        from flsec_flower.simulation import resume_experiment
+
+        run_dir = resume_experiment(Path(args.resume), progress=not args.quiet)
+        print(f"completed: {run_dir}")
+        return 0
+    cfg = load_config(args.config, args.override)
     from flsec_flower.sweep import mean_std_table, run_sweep, write_sweep
 
-    cfg = load_config(args.config, args.override)
+    _wide_tables()
     runs = run_sweep(cfg, progress=not args.quiet)
     keys = list(cfg.sweep)
     table = mean_std_table(runs, keys, SUMMARY_METRICS) if keys else runs
@@ -41,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from flsec_flower.demo import run_demo
 
+    _wide_tables()
     table = run_demo(Path(args.output_dir), rounds=args.rounds, progress=not args.quiet)
     print()
     print(table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"))
@@ -48,13 +73,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from flsec_flower.checkpoint import read_status
     from flsec_flower.config import from_dict, read_yaml
     from flsec_flower.plots import plot_run
     from flsec_flower.results import CONFIG_FILE, load_results, summarize
 
+    _wide_tables()
     run_dir = Path(args.run_dir)
     df = load_results(run_dir)
     cfg = from_dict(read_yaml(run_dir / CONFIG_FILE))
+    completed = int(df["round"].max()) if "round" in df and len(df) else 0
+    status = read_status(run_dir)
+    state = (status or {}).get("status") or (
+        "completed" if completed >= cfg.rounds else "unfinished (no status.json)"
+    )
     cols = [
         c
         for c in [
@@ -74,11 +106,17 @@ def _report(args: argparse.Namespace) -> int:
     evaluated = df[df["accuracy"].notna()] if "accuracy" in df else df
     print(evaluated[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     summary = summarize(df, cfg)
+    summary.insert(1, "status", state)
     print()
     print(summary.T.to_string(header=False))
     files = plot_run(df, run_dir)
     print("plots: " + ", ".join(str(f) for f in files))
-    if not (run_dir / "summary.csv").exists():
+    if state != "completed":
+        print(
+            f"status: {state} after round {completed} of {cfg.rounds}; "
+            f"resume with: flsec run --resume {run_dir}"
+        )
+    elif not (run_dir / "summary.csv").exists():
         summary.to_csv(run_dir / "summary.csv", index=False)
     return 0
 
@@ -104,12 +142,9 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``flsec``."""
-    parser = argparse.ArgumentParser(prog="flsec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run an experiment (or a sweep) from a YAML file")
-    run.add_argument("config", help="experiment YAML file")
+    run.add_argument("config", nargs="?", help="experiment YAML file")
     run.add_argument(
         "-o",
         "--override",
@@ -118,16 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. -o data.partition.alpha=0.1",
     )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped run from its last completed round",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="offline demo on scikit-learn digits")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument("--rounds", type=int, default=20)
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
-    report = sub.add_parser("report", help="tables and plots of a finished run")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="tables and plots of a run (finished or not)")
     report.add_argument("run_dir")
     report.set_defaults(func=_report)
+
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
     base = sub.add_parser("baseline", help="reproduce a paper's tables from baselines/<slug>/")
     base.add_argument("slug", help="folder under baselines/, e.g. data-distribution")
     base.add_argument("--scale", default="quick", help="override set of the baseline (quick|paper)")
@@ -149,20 +198,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     base.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     base.set_defaults(func=_baseline)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``flsec``."""
+    parser = argparse.ArgumentParser(prog="flsec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_demo(sub)
+    _add_report(sub)
+    _add_baseline(sub)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: printed as one line, exit status 2."""
+    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError, NotADirectoryError]
+    data = sys.modules.get("flsec_flower.data.dataset")
+    if data is not None:
+        errors.append(data.DataError)
+    return tuple(errors)
+
+
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions that end a run for a reason outside the config: one line, exit status 1."""
+    base = sys.modules.get("strategies.base")
+    return (base.TooFewClientsError,) if base is not None else ()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line and exit with status 2."""
+    """Entry point; user errors print one line and exit with status 2.
+
+    A run that stops because too few clients replied prints one line and
+    exits with status 1; Ctrl-C and SIGTERM exit with 130
+    (:mod:`flsec_flower.interrupts`).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"flsec: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            print(f"flsec: error: {err}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        if isinstance(err, _run_failures()):
+            print(f"flsec: run failed: {err}", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        raise
 
-
-pd.set_option("display.width", 200)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from flsec_flower.data import ATTACK_DATA_KINDS, DATASETS, PARTITION_KINDS
+from flsec_flower.data.names import ATTACK_DATA_KINDS, DATASETS, PARTITION_KINDS
 
 MODELS = (
     "logreg",
@@ -173,6 +173,8 @@ class ExperimentConfig:
     seed: int = 0
     rounds: int = 20
     clients_per_round: int | None = None
+    min_fit_clients: int | None = None
+    client_timeout: float | None = None
     server_lr: float = 1.0
     server_momentum: float = 0.0
     output_dir: str = "runs"
@@ -189,6 +191,11 @@ class ExperimentConfig:
     def sampled_clients(self) -> int:
         """Clients per round (all clients when unset)."""
         return self.clients_per_round or self.data.num_clients
+
+    @property
+    def min_results(self) -> int:
+        """Fewest client replies a round aggregates (default: a majority of the sampled)."""
+        return self.min_fit_clients or self.sampled_clients // 2 + 1
 
     def to_dict(self) -> dict:
         """Return the config as plain data (YAML-serialisable)."""
@@ -218,6 +225,13 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
             f"clients_per_round: got {cfg.clients_per_round!r}, must be between 1 and "
             f"data.num_clients={cfg.data.num_clients}"
         )
+    if cfg.min_fit_clients is not None and not 1 <= cfg.min_fit_clients <= cfg.sampled_clients:
+        raise ConfigError(
+            f"min_fit_clients: got {cfg.min_fit_clients!r}, must be between 1 and the clients "
+            f"per round ({cfg.sampled_clients}: clients_per_round or data.num_clients)"
+        )
+    if cfg.client_timeout is not None:
+        _positive("client_timeout", cfg.client_timeout)
     if cfg.attack is not None:
         _check_attack(cfg.attack, cfg.data.num_clients, cfg.rounds)
         _check_training(attacker_training(cfg), "attack.training")
@@ -495,9 +509,42 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+PATH_KEYS = ("output_dir", "data.data_dir")
+"""Config keys holding paths: relative ones are resolved when a config is loaded."""
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """Make the relative paths (:data:`PATH_KEYS`) of a raw config absolute against ``base``.
+
+    ``raw`` is changed in place and returned.
+    """
+    for key in PATH_KEYS:
+        node = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            node[last] = _absolute(node[last], base)
+    return raw
+
+
 def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> ExperimentConfig:
-    """Load and validate a YAML experiment file with ``key=value`` overrides."""
-    return from_dict(read_yaml(path), [parse_override(o) for o in overrides])
+    """Load and validate a YAML experiment file with ``key=value`` overrides.
+
+    Relative paths (:data:`PATH_KEYS`) in the file resolve against the
+    file's folder; in an override, against the current directory.
+    """
+    raw = resolve_paths(read_yaml(path), Path(path).resolve().parent)
+    parsed = [parse_override(o) for o in overrides]
+    cwd = Path.cwd()
+    return from_dict(raw, [(k, _absolute(v, cwd) if k in PATH_KEYS else v) for k, v in parsed])
 
 
 def expand_sweep(cfg: ExperimentConfig) -> list[tuple[dict[str, Any], ExperimentConfig]]:

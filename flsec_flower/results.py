@@ -3,10 +3,13 @@
 A run directory holds
 
 - ``config.yaml``: the resolved experiment;
-- ``metrics.jsonl``: one JSON object per round, appended and flushed at once
-  (a killed run loses nothing already recorded); in the attack's rounds
+- ``metrics.jsonl``: one JSON object per round, appended and synced at once
+  (a killed run loses nothing already recorded; a line cut short by a kill
+  is dropped by :func:`load_results`); in the attack's rounds
   ``attack_round`` is true and ``attack_missed`` says whether no attacker
   took part (client sampling left them out);
+- ``status.json`` and ``checkpoint.pt``: the run's status and its resume
+  point (:mod:`flsec_flower.checkpoint`);
 - ``summary.csv``: one row with the final and best metrics and the run's own
   ``wall_seconds`` (from :meth:`RunRecorder.start`, not from process start),
   written at the end;
@@ -27,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from flsec_flower.config import ExperimentConfig
+from flsec_flower.checkpoint import atomic_write_bytes, save_checkpoint, write_status
+from flsec_flower.config import ConfigError, ExperimentConfig
 from flsec_flower.experiment import attack_round
 from flsec_flower.metrics import detection_scores, precision_recall_f1
 
@@ -37,9 +41,18 @@ CONFIG_FILE = "config.yaml"
 
 
 def new_run_dir(cfg: ExperimentConfig) -> Path:
-    """Create a fresh directory ``<output_dir>/<name>-<timestamp>[-k]`` for a run."""
+    """Create a fresh directory ``<output_dir>/<name>-<timestamp>[-k]`` for a run.
+
+    Raises
+    ------
+    ConfigError
+        If ``output_dir`` cannot be created (e.g. it lies under a regular file).
+    """
     root = Path(cfg.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise ConfigError(f"output_dir: cannot create {str(root)!r}: {err.strerror}") from err
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         path = root / (f"{cfg.name}-{stamp}" + (f"-{k}" if k else ""))
@@ -78,6 +91,18 @@ class RunRecorder:
     on_record : callable, optional
         Called with the round number after each round's line is written
         (progress reports of a caller running several experiments).
+    resume_round : int, optional
+        Continue a run whose checkpoint is at this round: lines of later
+        rounds (written before the kill, after the checkpoint) are dropped;
+        ``-1`` (no checkpoint) drops every line and starts again.
+
+    Attributes
+    ----------
+    checkpoint_state : callable, optional
+        Returns the state to checkpoint after each completed round (set by
+        the server; none: no checkpoint).
+    rounds_completed : int
+        The last round recorded.
     """
 
     def __init__(
@@ -87,15 +112,23 @@ class RunRecorder:
         malicious: frozenset[int] = frozenset(),
         progress: bool = True,
         on_record: Callable[[int], None] | None = None,
+        resume_round: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.on_record = on_record
         self.cfg = cfg
         self.malicious = malicious
         self.finished = False
+        self.checkpoint_state: Callable[[], dict] | None = None
         self._start = self._last_time = time.perf_counter()
         self.wall_seconds: float | None = None
-        (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume_round is None:
+            (self.run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self.rounds_completed = 0
+        else:
+            _keep_rounds(self.run_dir / METRICS_FILE, resume_round)
+            self.rounds_completed = max(resume_round, 0)
+        self.mark("running")
         self.progress = progress
         self._bar = None
 
@@ -126,6 +159,12 @@ class RunRecorder:
             fh.write(json.dumps(_clean(line)) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if server_round > 0:
+            self.rounds_completed = server_round
+            if self.checkpoint_state is not None:
+                save_checkpoint(self.run_dir, {"round": server_round, **self.checkpoint_state()})
+            if server_round < self.cfg.rounds:
+                self.mark("running")
         if self.progress and self._bar is None:
             from tqdm.auto import tqdm
 
@@ -149,8 +188,12 @@ class RunRecorder:
             return sorted(set(record["participants"]) - set(record["selected"]))
         return None
 
+    def mark(self, status: str, message: str = "") -> None:
+        """Write the run's ``status.json`` (see :func:`flsec_flower.checkpoint.write_status`)."""
+        write_status(self.run_dir, status, self.rounds_completed, self.cfg.rounds, message)
+
     def finish(self) -> None:
-        """Write the summary CSV and the plots (once)."""
+        """Write the summary CSV and the plots (once), then mark the run completed."""
         if self.finished:
             return
         self.finished = True
@@ -163,26 +206,56 @@ class RunRecorder:
         from flsec_flower.plots import plot_run
 
         plot_run(df, self.run_dir)
+        self.mark("completed")
+
+
+def _read_lines(file: Path) -> list[dict]:
+    """The JSON lines of ``file``; a last line cut short by a kill is dropped."""
+    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"{file}: line {number} is not valid JSON ({err.msg})") from err
+    return rows
+
+
+def _keep_rounds(file: Path, last_round: int) -> None:
+    """Rewrite ``metrics.jsonl`` atomically with the rounds up to ``last_round`` only."""
+    rows = _read_lines(file) if file.is_file() else []
+    text = "".join(json.dumps(r) + "\n" for r in rows if r.get("round", 0) <= last_round)
+    atomic_write_bytes(file, text.encode())
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """Read a run directory's ``metrics.jsonl`` into a DataFrame, one row per round.
 
+    A last line cut short (the process was killed while writing it) is dropped.
+
     Raises
     ------
     FileNotFoundError
         If ``path`` has no ``metrics.jsonl``.
+    ValueError
+        If a line other than the last is not valid JSON.
     """
     file = Path(path) / METRICS_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist: is {path} a flsec run directory?")
-    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(_read_lines(file))
 
 
 def summarize(df: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
-    """One row: the final value of each scalar metric, best accuracy, detection over the run."""
-    row: dict[str, object] = {"name": cfg.name, "rounds": cfg.rounds, "seed": cfg.seed}
+    """One row: the final value of each scalar metric, best accuracy, detection over the run.
+
+    ``rounds`` counts the rounds recorded in ``df`` (fewer than ``cfg.rounds``
+    for a run that did not finish).
+    """
+    completed = int(df["round"].max()) if "round" in df and len(df) else 0
+    row: dict[str, object] = {"name": cfg.name, "rounds": completed, "seed": cfg.seed}
     evaluated = df[df["accuracy"].notna()] if "accuracy" in df else df.iloc[0:0]
     if len(evaluated):
         last = evaluated.iloc[-1]

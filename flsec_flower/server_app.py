@@ -8,9 +8,13 @@ its config comes from the run config (``[tool.flwr.app.config]`` plus
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import inspect
 import math
+import timeit
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.results import RunRecorder, new_run_dir
 from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
 from strategies import RobustStrategy
+from strategies.base import tensors_to
 
 
 class ServerSideTrainer:
@@ -121,7 +126,10 @@ def build_strategy(
             extra.append(metric)
     evaluator = CentralEvaluator(cfg, dataset, eval_model, device, extra)
     k, total = cfg.sampled_clients, cfg.data.num_clients
-    cell_config = {} if cell is None else {"cell": cell}
+    cell_config: dict[str, Any] = {} if cell is None else {"cell": cell}
+    fit_config = dict(cell_config)
+    if recorder is not None:
+        fit_config["checkpoint_dir"] = str(recorder.run_dir.resolve())
     strategy = registry.build_strategy(
         cfg.strategy,
         server_lr=cfg.server_lr,
@@ -134,7 +142,7 @@ def build_strategy(
         fraction_evaluate=0.0,
         min_evaluate_clients=0,
         evaluate_fn=evaluator,
-        on_fit_config_fn=lambda server_round: {"server_round": server_round, **cell_config},
+        on_fit_config_fn=lambda server_round: {"server_round": server_round, **fit_config},
         initial_parameters=ndarrays_to_parameters(init),
     )
     schedule = participation_schedule(cfg)
@@ -142,6 +150,7 @@ def build_strategy(
         node.properties_config = cell_config
         node.participation = schedule
     strategy.malicious_partition_ids = malicious_ids(cfg)
+    strategy.min_results = cfg.min_results
     strategy.local_trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
     if cfg.training.send == "gradient":
         strategy.gradient_lr = functools.partial(lr_at, cfg.training)
@@ -150,14 +159,50 @@ def build_strategy(
         strategy.adversary = attack_cls.server_adversary(cfg)
     if recorder is not None:
         strategy.round_listener = recorder.record
+        recorder.checkpoint_state = functools.partial(checkpoint_state, strategy)
     return strategy
+
+
+def checkpoint_state(strategy: RobustStrategy) -> dict:
+    """What a resumed run restores besides the config: see :func:`restore`.
+
+    The strategy's :meth:`~strategies.base.RobustStrategy.state_dict`, the
+    state of the simulation adversary's forger (e.g. Mimic's running
+    estimates) and the server-side trainer's call count (its seeds). Every
+    other random choice derives from ``(seed, round)``.
+    """
+    trainer = strategy.local_trainer
+    return {
+        "strategy": strategy.state_dict(),
+        "adversary": copy.deepcopy(_forger_state(strategy.adversary)),
+        "trainer_calls": getattr(trainer, "calls", 0),
+    }
+
+
+def restore(strategy: RobustStrategy, state: dict) -> None:
+    """Load a :func:`checkpoint_state` into a freshly built, initialised strategy."""
+    strategy.load_state_dict(state["strategy"])
+    forger = getattr(strategy.adversary, "forger", None)
+    if state["adversary"] and forger is not None:
+        vars(forger).update(tensors_to(state["adversary"], strategy.device))
+    if isinstance(strategy.local_trainer, ServerSideTrainer):
+        strategy.local_trainer.calls = int(state["trainer_calls"])
+
+
+def _forger_state(adversary: object) -> dict:
+    """The attributes of a stateful forger object (none for a plain function)."""
+    forger = getattr(adversary, "forger", None)
+    if forger is None or inspect.isfunction(forger) or not hasattr(forger, "__dict__"):
+        return {}
+    return dict(vars(forger))
 
 
 def build_server(cfg: ExperimentConfig, recorder: RunRecorder | None) -> ServerAppComponents:
     """Build the legacy ``Server`` for one experiment (the ``flwr run`` path)."""
     server = Server(client_manager=SimpleClientManager(), strategy=build_strategy(cfg, recorder))
     server.set_max_workers(cfg.sampled_clients)
-    return ServerAppComponents(server=server, config=ServerConfig(num_rounds=cfg.rounds))
+    config = ServerConfig(num_rounds=cfg.rounds, round_timeout=cfg.client_timeout)
+    return ServerAppComponents(server=server, config=config)
 
 
 class SequentialServer(Server):
@@ -168,29 +213,62 @@ class SequentialServer(Server):
     ``cell=k``, so every client acts as experiment ``k``'s client. The
     experiments must share the number of clients and the client resources.
 
+    An experiment with a checkpoint (``flsec run --resume``) restores the
+    strategy from it (:func:`restore`) and continues with the next round;
+    the others start at round 0 (initial evaluation).
+
     Parameters
     ----------
     runs : list of (ExperimentConfig, RunRecorder)
         The experiments, in order, each with its recorder.
+    checkpoints : list of (dict or None), optional
+        Each experiment's checkpoint (:func:`checkpoint_state` plus
+        ``"round"``), ``None`` to start afresh.
     """
 
-    def __init__(self, runs: list[tuple[ExperimentConfig, RunRecorder]]) -> None:
+    def __init__(
+        self,
+        runs: list[tuple[ExperimentConfig, RunRecorder]],
+        checkpoints: list[dict | None] | None = None,
+    ) -> None:
         self.runs = runs
+        self.checkpoints = checkpoints or [None] * len(runs)
         super().__init__(
             client_manager=SimpleClientManager(), strategy=build_strategy(*runs[0], cell=0)
         )
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
-        """Fit each experiment for its own number of rounds; ``num_rounds`` is their sum."""
-        history, elapsed = History(), 0.0
+        """Fit each experiment for its own number of rounds; ``num_rounds`` is their sum.
+
+        ``timeout`` is ignored: each experiment's ``client_timeout`` applies.
+        """
+        start = timeit.default_timer()
         for cell, (cfg, recorder) in enumerate(self.runs):
             if cell > 0:
                 self.strategy = build_strategy(cfg, recorder, cell=cell)
             self.set_max_workers(cfg.sampled_clients)
             recorder.start()
-            history, seconds = super().fit(cfg.rounds, timeout)
-            elapsed += seconds
-        return history, elapsed
+            self._fit_experiment(cfg, self.checkpoints[cell])
+        return History(), timeit.default_timer() - start
+
+    def _fit_experiment(self, cfg: ExperimentConfig, checkpoint: dict | None) -> None:
+        strategy = self.strategy
+        assert isinstance(strategy, RobustStrategy)
+        self.parameters = self._get_initial_parameters(server_round=0, timeout=None)
+        if checkpoint is None:
+            first = 1
+            strategy.evaluate(0, parameters=self.parameters)
+        else:
+            first = int(checkpoint["round"]) + 1
+            restore(strategy, checkpoint)
+            assert strategy.layout is not None and strategy.global_params is not None
+            arrays = strategy.layout.unflatten(strategy.global_params)
+            self.parameters = ndarrays_to_parameters(arrays)
+        for server_round in range(first, cfg.rounds + 1):
+            res = self.fit_round(server_round=server_round, timeout=cfg.client_timeout)
+            if res is not None and res[0] is not None:
+                self.parameters = res[0]
+            strategy.evaluate(server_round, parameters=self.parameters)
 
 
 def _chain(strategy: RobustStrategy) -> list[RobustStrategy]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -15,20 +16,32 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from flwr.simulation import run_simulation
 
 from flsec_flower import registry
+from flsec_flower.checkpoint import load_checkpoint, read_status
 from flsec_flower.client_app import make_cell_client_fn
-from flsec_flower.config import ConfigError, ExperimentConfig
+from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
     client_env,
     client_indices,
     experiment_dataset,
     malicious_ids,
 )
-from flsec_flower.results import RunRecorder, new_run_dir
+from flsec_flower.interrupts import handle_interrupts, ray_start_watchdog
+from flsec_flower.results import CONFIG_FILE, RunRecorder, new_run_dir
 from flsec_flower.server_app import SequentialServer
+
+ACTOR_MAX_RESTARTS = -1
+"""Ray restarts a client actor whose process died (``os._exit``, OOM), without limit.
+
+Flower's actor pool keeps a dead actor and would fail every later client
+sent to it; restarted, only the client that was running fails (a failure
+in that round's metrics)."""
 
 
 def backend_config(cfg: ExperimentConfig) -> dict:
-    """Ray backend settings: client CPUs and (fractional) GPUs; ``RAY_ADDRESS`` honoured."""
+    """Ray backend settings: client CPUs and (fractional) GPUs, restart of dead actors.
+
+    ``RAY_ADDRESS`` is honoured (attach to an existing cluster).
+    """
     init_args: dict = {"logging_level": logging.ERROR, "configure_logging": True}
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -37,23 +50,45 @@ def backend_config(cfg: ExperimentConfig) -> dict:
         "client_resources": {
             "num_cpus": cfg.resources.client_num_cpus,
             "num_gpus": cfg.resources.client_num_gpus,
+            "max_restarts": ACTOR_MAX_RESTARTS,
         },
         "init_args": init_args,
     }
 
 
+def start_ray(cfg: ExperimentConfig) -> None:
+    """Start (or attach to) Ray as Flower's Ray backend would, unless it is up.
+
+    Done before the simulation so the runner's signal handlers can be put
+    back after ``ray.init`` replaces the SIGTERM one; Flower then finds Ray
+    initialised and uses it (and shuts it down at the end).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    parts = [*sys.path, os.environ.get("PYTHONPATH", "")]
+    pythonpath = os.pathsep.join(p for p in parts if p)
+    os.environ["PYTHONPATH"] = pythonpath  # the actors import this checkout
+    init_args = {"include_dashboard": False, **backend_config(cfg)["init_args"]}
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Surface config errors (names and parameters) before Ray starts.
 
-    Builds the strategy once without Flower and one attacking client, so bad
-    names and parameter values raise :class:`~flsec_flower.config.ConfigError`
-    here rather than failing every client inside the simulation. A rule's
-    ``f`` that rounds of ``clients_per_round`` updates cannot meet (under
-    ``on_too_few: raise``) is a config error too.
+    Builds the strategy once without Flower, loads the dataset and builds one
+    attacking client, so bad names and parameter values raise
+    :class:`~flsec_flower.config.ConfigError`, and missing or corrupt data
+    files ``FileNotFoundError`` or :class:`~flsec_flower.data.dataset.DataError`,
+    here (before any run directory exists) rather than inside the simulation.
+    A rule's ``f`` that rounds of ``clients_per_round`` updates cannot meet
+    (under ``on_too_few: raise``) is a config error too.
     """
     registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
     strategy = registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
     registry.check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
+    experiment_dataset(cfg)
     attackers = sorted(malicious_ids(cfg))
     if attackers:
         registry.build_client(client_env(cfg, attackers[0]), malicious=True)
@@ -96,7 +131,6 @@ def run_experiments(
     _shared_federation(cfgs)
     for cfg in cfgs:
         validate(cfg)
-    indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
     runs = [
         (
             cfg,
@@ -110,32 +144,82 @@ def run_experiments(
         )
         for i, cfg in enumerate(cfgs)
     ]
+    return _simulate(runs, [None] * len(runs), verbose)
+
+
+def resume_experiment(run_dir: Path, progress: bool = True, verbose: bool = False) -> Path:
+    """Continue a stopped run in ``run_dir`` from its last checkpointed round.
+
+    The config is the run's ``config.yaml``; the strategy, the adversary's
+    state and the trainer's seeds come from ``checkpoint.pt``; metrics lines
+    of rounds after the checkpoint are dropped and recomputed. A run killed
+    before its first checkpoint starts again from round 0.
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` is not a run directory or the run is already completed.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume: {run_dir} has no {CONFIG_FILE}: not a flsec run directory")
+    status = read_status(run_dir)
+    if status is not None and status.get("status") == "completed":
+        raise ConfigError(f"--resume: {run_dir} is already completed")
+    cfg = from_dict(read_yaml(run_dir / CONFIG_FILE))
+    validate(cfg)
+    checkpoint = load_checkpoint(run_dir)
+    resume_round = -1 if checkpoint is None else int(checkpoint["round"])
+    recorder = RunRecorder(run_dir, cfg, malicious_ids(cfg), progress, resume_round=resume_round)
+    return _simulate([(cfg, recorder)], [checkpoint], verbose)[0]
+
+
+def _simulate(
+    runs: list[tuple[ExperimentConfig, RunRecorder]],
+    checkpoints: list[dict | None],
+    verbose: bool,
+) -> list[Path]:
+    """Run the simulation for ``runs``; mark unfinished runs failed on an error."""
+    cfgs = [cfg for cfg, _ in runs]
+    indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
 
     def server_fn(context: Context) -> ServerAppComponents:
         total = sum(cfg.rounds for cfg in cfgs)
-        return ServerAppComponents(server=SequentialServer(runs), config=ServerConfig(total))
+        server = SequentialServer(runs, checkpoints)
+        return ServerAppComponents(server=server, config=ServerConfig(total))
 
     level = FLOWER_LOGGER.level
     if not verbose:
         FLOWER_LOGGER.setLevel(logging.ERROR)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    recorders = [recorder for _, recorder in runs]
     try:
-        run_simulation(
-            server_app=ServerApp(server_fn=server_fn),
-            client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
-            num_supernodes=cfgs[0].data.num_clients,
-            backend_config=backend_config(cfgs[0]),
-            verbose_logging=verbose,
-        )
+        with ray_start_watchdog(recorders), handle_interrupts(recorders) as reinstall:
+            start_ray(cfgs[0])
+            reinstall()  # ray.init replaced the SIGTERM handler with its own
+            run_simulation(
+                server_app=ServerApp(server_fn=server_fn),
+                client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
+                num_supernodes=cfgs[0].data.num_clients,
+                backend_config=backend_config(cfgs[0]),
+                verbose_logging=verbose,
+            )
+    except BaseException as err:
+        for recorder in recorders:
+            if not recorder.finished:
+                recorder.mark("failed", f"{type(err).__name__}: {err}")
+        raise
     finally:
         FLOWER_LOGGER.setLevel(level)
     for cfg, recorder in runs:
         if not recorder.finished:
-            raise RuntimeError(
+            message = (
                 f"{cfg.name}: the simulation stopped before round {cfg.rounds}; rounds "
                 f"recorded so far are in {recorder.run_dir / 'metrics.jsonl'}"
             )
-    return [recorder.run_dir for _, recorder in runs]
+            recorder.mark("failed", message)
+            raise RuntimeError(message)
+    return [recorder.run_dir for recorder in recorders]
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True, verbose: bool = False) -> Path:

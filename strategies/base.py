@@ -39,6 +39,7 @@ opt-in (``weighted=True``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -84,6 +85,10 @@ MAX_NUM_EXAMPLES = 10**9
 A larger count is rejected: no dataset in reach of a simulation has it, and
 an attacker inflates the count to dominate rules that weight by it.
 """
+
+
+class TooFewClientsError(RuntimeError):
+    """Fewer clients replied in a round than ``min_fit_clients`` requires."""
 
 
 @dataclass
@@ -172,6 +177,11 @@ def decode_update(parameters: Parameters, layout: ParamLayout) -> tuple[np.ndarr
     return flat, ""
 
 
+def _active(res: FitRes) -> bool:
+    """Whether the reply is tagged as an active attacker's (``attack_active`` is true)."""
+    return isinstance(res.metrics, Mapping) and res.metrics.get(ATTACK_ACTIVE_METRIC) is True
+
+
 @dataclass
 class RoundDiagnostics:
     """What the strategy saw and decided in one round, by partition id."""
@@ -183,12 +193,15 @@ class RoundDiagnostics:
     skipped: str | None = None
     attack_participants: list[int] = field(default_factory=list)
     rule_metrics: dict[str, Scalar] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     def as_record(self) -> dict:
         """Return a JSON-serialisable dictionary."""
         return {
             "participants": self.partition_ids,
             "attack_participants": self.attack_participants,
+            "num_failures": len(self.failures),
+            "failures": self.failures,
             "selected": self.selected,
             "flagged": self.flagged,
             "num_rejected": len(self.rejected),
@@ -234,7 +247,13 @@ class RobustStrategy(FedAvg):
     """Whether the rule can weight clients by reported sample counts (``weighted=True``)."""
 
     state_attributes: ClassVar[tuple[str, ...]] = ("server_momentum_buffer",)
-    """Instance attributes that must survive a kill and ``--resume``."""
+    """Instance attributes kept across rounds that a resumed run must restore.
+
+    Tensors, numbers, lists, sets and dicts of those; collected by
+    :meth:`state_dict` (with the global model) and restored by
+    :meth:`load_state_dict`. A rule whose random choices derive from
+    ``(seed, round)`` needs nothing here.
+    """
 
     def __init__(
         self,
@@ -268,6 +287,7 @@ class RobustStrategy(FedAvg):
         self.local_trainer: LocalTrainer | None = None
         self.malicious_partition_ids: frozenset[int] = frozenset()
         self.round_listener: RoundListener | None = None
+        self.min_results = 1
         self.diagnostics: dict[int, RoundDiagnostics] = {}
         self._proxy_partition: dict[str, int] = {}
         self.registration_timeout = 120
@@ -278,6 +298,55 @@ class RobustStrategy(FedAvg):
     @abstractmethod
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Aggregate the update matrix ``updates`` (shape ``(n, d)``) into one update."""
+
+    # ---------------------------------------------------------------- resume
+    @classmethod
+    def state_names(cls) -> tuple[str, ...]:
+        """Every class's :attr:`state_attributes` along the class hierarchy, base first.
+
+        A subclass lists only its own attributes; the base's (server momentum)
+        are kept.
+        """
+        names: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            names.update(dict.fromkeys(vars(klass).get("state_attributes", ())))
+        return tuple(names)
+
+    def state_dict(self) -> dict:
+        """The strategy's state across rounds: the global model and :meth:`state_names`.
+
+        Values are deep copies, so later rounds do not change a saved state.
+        """
+        return {
+            "global_params": copy.deepcopy(self.global_params),
+            "attributes": {n: copy.deepcopy(getattr(self, n)) for n in self.state_names()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (tensors go to the aggregation device).
+
+        Call after :meth:`initialize_parameters`, which sets the layout.
+
+        Raises
+        ------
+        ValueError
+            If the saved global model does not fit this model's layout, or an
+            attribute is missing.
+        """
+        params = state["global_params"]
+        if params is not None:
+            if self.layout is not None and params.numel() != self.layout.dim:
+                raise ValueError(
+                    f"the saved global model has {params.numel()} values, "
+                    f"this model {self.layout.dim}"
+                )
+            self.global_params = params.to(self.device)
+        attributes = state["attributes"]
+        missing = [name for name in self.state_names() if name not in attributes]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: saved state lacks {missing}")
+        for name in self.state_names():
+            setattr(self, name, tensors_to(attributes[name], self.device))
 
     # ------------------------------------------------------------ Flower API
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
@@ -352,18 +421,17 @@ class RobustStrategy(FedAvg):
             )
         diag = RoundDiagnostics()
         self.diagnostics[server_round] = diag
-        for failure in failures:
-            logger.warning("round %d: a client failed: %s", server_round, failure)
-        if failures and not results:
-            raise RuntimeError(
-                f"round {server_round}: all {len(failures)} clients failed; "
-                f"the first failure: {failures[0]!r}"
+        diag.failures = [self._describe_failure(f) for f in failures]
+        for reason in diag.failures:
+            logger.warning("round %d: a client failed: %s", server_round, reason)
+        if len(results) < self.min_results:
+            first = f"; the first failure: {diag.failures[0]}" if failures else ""
+            raise TooFewClientsError(
+                f"round {server_round}: {len(results)} client(s) replied, {len(failures)} "
+                f"failed; min_fit_clients needs {self.min_results}{first}"
             )
-        diag.attack_participants = sorted(
-            int(res.metrics.get("partition_id", -1))
-            for _, res in results
-            if res.metrics.get(ATTACK_ACTIVE_METRIC) is True
-        )
+        tagged = [read_partition_id(res.metrics)[0] for _, res in results if _active(res)]
+        diag.attack_participants = sorted(pid for pid in tagged if pid is not None)
         updates, ctx = self._update_matrix(server_round, results, diag)
         metrics: dict[str, Scalar] = {
             "num_results": len(results),
@@ -398,6 +466,15 @@ class RobustStrategy(FedAvg):
             self.server_momentum_buffer = torch.zeros_like(update)
         self.server_momentum_buffer = self.server_momentum * self.server_momentum_buffer + update
         return self.server_momentum_buffer
+
+    def _describe_failure(self, failure: tuple[ClientProxy, FitRes] | BaseException) -> str:
+        """One line for a failed client: its partition when known, and why."""
+        if isinstance(failure, BaseException):
+            return f"{type(failure).__name__}: {failure}"
+        proxy, res = failure
+        pid = self._proxy_partition.get(proxy.cid)
+        who = f"partition {pid}" if pid is not None else f"node {proxy.cid}"
+        return f"{who}: {res.status.code.name}: {res.status.message}"
 
     def _update_matrix(
         self,
@@ -502,3 +579,23 @@ class WrappingStrategy(RobustStrategy):
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Delegate to the inner rule (subclasses transform around this call)."""
         return self.inner.aggregate_updates(updates, ctx)
+
+    def state_dict(self) -> dict:
+        """The transform's state and, under ``"inner"``, the wrapped rule's."""
+        return {**super().state_dict(), "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore this transform's state and the wrapped rule's."""
+        super().load_state_dict(state)
+        self.inner.load_state_dict(state["inner"])
+
+
+def tensors_to(value: object, device: torch.device) -> object:
+    """``value`` with every tensor inside (dict, list, tuple) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: tensors_to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(tensors_to(v, device) for v in value)
+    return value

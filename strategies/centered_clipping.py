@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -104,6 +105,8 @@ class CenteredClipping(RobustStrategy):
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
+
+    state_attributes: ClassVar[tuple[str, ...]] = ("centre",)
 
     def __init__(self, *, tau: float = 10.0, iterations: int = 1, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import io
 import logging
 import math
 import zipfile
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -167,6 +168,8 @@ class DiverseFL(RobustStrategy):
     samples : dict[int, tuple[torch.Tensor, torch.Tensor]]
         The shared samples by partition id (CPU tensors).
     """
+
+    state_attributes: ClassVar[tuple[str, ...]] = ("samples", "_asked")
 
     def __init__(
         self,

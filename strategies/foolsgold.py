@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -124,6 +125,8 @@ class FoolsGold(RobustStrategy):
     **kwargs
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
+
+    state_attributes: ClassVar[tuple[str, ...]] = ("histories",)
 
     def __init__(self, *, kappa: float = 1.0, **kwargs: object) -> None:
         super().__init__(**kwargs)

@@ -128,12 +128,14 @@ def _fake_run(cell, rounds: list[int], suffix: str = "20260101-000000") -> Path:
 
 
 def test_finished_cell_needs_all_rounds_and_the_same_config(tmp_path):
-    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+    baseline = load_baseline(SLUG, _root(tmp_path))
+    todo, _ = cells(baseline, "quick", out=tmp_path / "out")
     first, second, third = todo[0], todo[1], todo[2]
-    assert first.cfg.rounds == 3
-    done = _fake_run(first, [0, 1, 2, 3])
-    _fake_run(second, [0, 1, 2])  # killed before its last round
-    stale = _fake_run(third, [0, 1, 2, 3])
+    rounds = first.cfg.rounds
+    assert rounds == baseline.scales["quick"]["rounds"]
+    done = _fake_run(first, list(range(rounds + 1)))
+    _fake_run(second, list(range(rounds)))  # killed before its last round
+    stale = _fake_run(third, list(range(rounds + 1)))
     raw = yaml.safe_load((stale / CONFIG_FILE).read_text())
     raw["training"]["lr"] = 0.5  # the config changed since
     (stale / CONFIG_FILE).write_text(yaml.safe_dump(raw))
@@ -168,11 +170,12 @@ def test_progress_line_names_the_cell_and_extrapolates_the_eta(tmp_path, monkeyp
     todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
     clock = iter([0.0, 30.0, 60.0])
     monkeypatch.setattr(baselines.time, "perf_counter", lambda: next(clock))
-    report = baselines.Progress(todo[:2], offset=1, total=5)  # 2 pending cells x 3 rounds
+    r = todo[0].cfg.rounds
+    report = baselines.Progress(todo[:2], offset=1, total=5)  # 2 pending cells x r rounds
     report(0, 0)  # the initial evaluation is no progress
-    report(0, 1)  # 30 s for 1 round, 5 left: ETA 150 s
-    report(1, 1)  # 60 s for 2 rounds, 4 left: ETA 120 s
+    report(0, 1)  # 30 s for 1 round, 2r - 1 left
+    report(1, 1)  # 60 s for 2 rounds, 2r - 2 left
     assert capsys.readouterr().err.splitlines() == [
-        f"cell 2/5 {todo[0].name} round 1/3 elapsed 0.5 min ETA 2.5 min",
-        f"cell 3/5 {todo[1].name} round 1/3 elapsed 1.0 min ETA 2.0 min",
+        f"cell 2/5 {todo[0].name} round 1/{r} elapsed 0.5 min ETA {(2 * r - 1) / 2:.1f} min",
+        f"cell 3/5 {todo[1].name} round 1/{r} elapsed 1.0 min ETA {r - 1:.1f} min",
     ]

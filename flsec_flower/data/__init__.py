@@ -5,12 +5,22 @@
 >>> parts = partition_indices(ds.y_train.numpy(), 10, "dirichlet", alpha=0.5, seed=0)
 >>> sum(len(p) for p in parts) == len(ds.y_train)
 True
+
+Attributes are imported on first use (PEP 562), so ``flsec_flower.data.names``
+(and the config validation that uses it) does not import torch.
 """
 
-from flsec_flower.data.dataset import Dataset
-from flsec_flower.data.layout import ATTACK_DATA_KINDS, client_layout
-from flsec_flower.data.partition import PARTITION_KINDS, partition_indices
-from flsec_flower.data.registry import DATASETS, load_dataset
+import importlib
+
+_EXPORTS = {
+    "ATTACK_DATA_KINDS": "flsec_flower.data.names",
+    "DATASETS": "flsec_flower.data.names",
+    "PARTITION_KINDS": "flsec_flower.data.names",
+    "Dataset": "flsec_flower.data.dataset",
+    "client_layout": "flsec_flower.data.layout",
+    "load_dataset": "flsec_flower.data.registry",
+    "partition_indices": "flsec_flower.data.partition",
+}
 
 __all__ = [
     "ATTACK_DATA_KINDS",
@@ -21,3 +31,9 @@ __all__ = [
     "load_dataset",
     "partition_indices",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from flsec_flower.data.dataset import Dataset, labels_to_tensor, missing_files_error
+from flsec_flower.data.dataset import (
+    DataError,
+    Dataset,
+    corrupt_file_error,
+    labels_to_tensor,
+    missing_files_error,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,14 +95,17 @@ def read_adult_file(path: Path) -> pd.DataFrame:
     """
     import pandas as pd
 
-    frame = pd.read_csv(
-        path,
-        header=None,
-        names=list(COLUMNS),
-        skipinitialspace=True,
-        comment="|",
-        dtype={c: str for c in COLUMNS if c not in CONTINUOUS},
-    )
+    try:
+        frame = pd.read_csv(
+            path,
+            header=None,
+            names=list(COLUMNS),
+            skipinitialspace=True,
+            comment="|",
+            dtype={c: str for c in COLUMNS if c not in CONTINUOUS},
+        )
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise corrupt_file_error(path, err) from err
     frame["income"] = frame["income"].str.rstrip(".")
     return frame
 
@@ -146,9 +155,9 @@ def _labels_and_groups(frame: pd.DataFrame, path: Path) -> tuple[np.ndarray, np.
     bad_income = set(income) - {">50K", "<=50K"}
     bad_sex = set(sex) - {"Male", "Female"}
     if bad_income or bad_sex:
-        raise ValueError(
+        raise DataError(
             f"{path}: unexpected income {sorted(map(str, bad_income))} or "
-            f"sex {sorted(map(str, bad_sex))} values"
+            f"sex {sorted(map(str, bad_sex))} values (a truncated or corrupt file?)"
         )
     return (income == ">50K").astype(np.int64), (sex == "Male").astype(np.int64)
 
@@ -175,6 +184,8 @@ def load_adult(root: Path, download: bool = False) -> Dataset:
     ------
     FileNotFoundError
         If a file is missing and ``download`` is false.
+    DataError
+        If a file cannot be parsed or has unexpected values (truncated, corrupt).
     """
     folder = root / "adult"
     paths = [folder / name for name in FILES]

@@ -113,6 +113,19 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     return Path(data_dir).expanduser().resolve()
 
 
+class DataError(ValueError):
+    """A dataset file exists but cannot be read (truncated, corrupt); the message names it."""
+
+
+def corrupt_file_error(path: Path, err: BaseException) -> DataError:
+    """Build the error raised when ``path`` cannot be read: what is wrong and what to do."""
+    reason = str(err) or type(err).__name__
+    return DataError(
+        f"{path}: cannot read it ({type(err).__name__}: {reason}); the file is truncated or "
+        "corrupt: replace it (or delete it and set data.download=true where available)"
+    )
+
+
 def missing_files_error(
     dataset: str, paths: Iterable[Path], *, downloadable: bool = True
 ) -> FileNotFoundError:

@@ -9,12 +9,15 @@ download, when asked.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from flsec_flower.data.dataset import (
+    DataError,
     Dataset,
+    corrupt_file_error,
     images_to_tensor,
     labels_to_tensor,
     missing_files_error,
@@ -57,8 +60,9 @@ def read_idx(path: Path) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        If the header is malformed or the data length does not match it.
+    DataError
+        If the file cannot be decompressed, the header is malformed or the
+        data length does not match it.
 
     Examples
     --------
@@ -66,17 +70,20 @@ def read_idx(path: Path) -> np.ndarray:
     (10000,)
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        raw = stream.read()
+    try:
+        with opener(path, "rb") as stream:
+            raw = stream.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise corrupt_file_error(path, err) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (magic bytes {raw[:4]!r})")
+        raise DataError(f"{path}: not an IDX file (magic bytes {raw[:4]!r})")
     dtype = IDX_DTYPES[raw[2]]
     ndim = raw[3]
     header_len = 4 + 4 * ndim
     shape = tuple(int(n) for n in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header_len != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: header says shape {shape} ({expected} bytes of data), "
             f"file has {len(raw) - header_len}"
         )

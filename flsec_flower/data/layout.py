@@ -39,10 +39,8 @@ from collections.abc import Collection
 
 import numpy as np
 
+from flsec_flower.data.names import ATTACK_DATA_KINDS
 from flsec_flower.data.partition import partition_indices
-
-ATTACK_DATA_KINDS: tuple[str, ...] = ("own", "honest_union", "iid_sample", "class_owner")
-"""Values of ``attack.data.kind``."""
 
 
 def client_layout(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from flsec_flower.data.dataset import (
     Dataset,
+    corrupt_file_error,
     images_to_tensor,
     labels_to_tensor,
     missing_files_error,
@@ -54,13 +57,18 @@ def load_mnist10k(root: Path, seed: int = 0) -> Dataset:
     ------
     FileNotFoundError
         If the ``.npz`` file is absent (there is no download for it).
+    DataError
+        If it cannot be read (truncated, corrupt, arrays missing).
     """
     path = mnist10k_path(root)
     if not path.is_file():
         raise missing_files_error("mnist10k", [path], downloadable=False)
-    with np.load(path) as archive:
-        images = archive["images"].reshape(-1, 1, 28, 28)
-        labels = archive["labels"].astype(np.int64)
+    try:
+        with np.load(path) as archive:
+            images = archive["images"].reshape(-1, 1, 28, 28)
+            labels = archive["labels"].astype(np.int64)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise corrupt_file_error(path, err) from err
     x_train, x_test, y_train, y_test = stratified_split(images, labels, TEST_FRACTION, seed)
     return Dataset(
         name="mnist10k",

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flsec_flower.data.names import PARTITION_KINDS
+
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
-PARTITION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "shards", "sorted")
-"""Names accepted by :func:`partition_indices`."""
 
 MAX_MIN_PARTITION_SIZE = 10
 """Dirichlet redraws until every partition has this many samples (fewer on small data)."""

@@ -13,6 +13,7 @@ from flsec_flower.data.dataset import Dataset, resolve_data_dir
 from flsec_flower.data.digits import load_digits
 from flsec_flower.data.idx import load_mnist_family
 from flsec_flower.data.mnist10k import load_mnist10k
+from flsec_flower.data.names import DATASETS
 from flsec_flower.data.synthetic import make_blobs
 
 Loader = Callable[[Path, bool, int], Dataset]
@@ -31,8 +32,6 @@ _LOADERS: dict[str, Loader] = {
     "synthetic": lambda root, download, seed: make_blobs(seed),
 }
 
-DATASETS: tuple[str, ...] = tuple(_LOADERS)
-"""Names accepted by :func:`load_dataset`."""
 
 _FILE_FREE = frozenset({"digits", "synthetic"})
 """Datasets that need no data root."""
