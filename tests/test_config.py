@@ -140,3 +140,27 @@ def test_cli_bad_strategy_parameter_value(tmp_path, capsys):
     )
     assert main(["run", str(path)]) == 2
     assert "strategy.params: Krum rejected" in capsys.readouterr().err
+
+
+def test_flwr_app_defaults_fit_flowers_default_simulated_federation():
+    """A bare ``flwr run .`` gets Flower's default federation: its size must match the app's."""
+    from pathlib import Path
+
+    from flwr.supercore.constant import DEFAULT_SIMULATION_CONFIG
+
+    from flsec_flower.config import from_run_config
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    app_config = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+
+    def flat(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    cfg = from_run_config(dict(flat(app_config)))
+    assert cfg.data.num_clients == DEFAULT_SIMULATION_CONFIG.num_supernodes
+    assert cfg.sampled_clients <= cfg.data.num_clients

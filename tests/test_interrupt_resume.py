@@ -72,10 +72,13 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tmp_path):
-    """Centred clipping keeps a centre and Mimic a running estimate: both must survive."""
+    """State of every kind must survive: centred clipping's centre, Mimic's running
+    estimate, the server momentum and each client's worker momentum."""
     cfg = write_config(
         tmp_path,
         rounds=6,
+        server_momentum=0.5,
+        training={"local_epochs": 2, "lr": 0.05, "momentum": 0.9, "worker_momentum": True},
         strategy={"name": "centered_clipping", "params": {"tau": 0.5}},
         attack={"name": "mimic", "malicious_ids": [1], "params": {"warmup": 3}},
     )
