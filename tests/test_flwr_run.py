@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_readme_flwr_run_commands_work_verbatim(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VIRTUAL_ENV")}
     env.update(
         FLWR_HOME=str(home),
-        RAY_TMPDIR=str(tmp_path),
+        RAY_TMPDIR=tempfile.mkdtemp(prefix="ray_"),  # short: Ray's socket paths have a limit
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(_free_port()),
