@@ -1,4 +1,4 @@
-"""The ``flsec`` command: ``run``, ``demo`` and ``report``."""
+"""The ``flsec`` command: ``run``, ``demo``, ``report`` and ``baseline``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from flsec_flower.baselines import BASELINES_DIR, run_baseline
+    from flsec_flower.config import parse_override
+
+    files = run_baseline(
+        args.slug,
+        scale=args.scale,
+        out=Path(args.out) if args.out else None,
+        seeds=args.seeds,
+        root=Path(args.root) if args.root else BASELINES_DIR,
+        extra=dict(parse_override(o) for o in args.override),
+        progress=not args.quiet,
+        run=not args.no_run,
+    )
+    for path in files:
+        if path.suffix == ".md":
+            print(path.read_text())
+    print("written: " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``flsec``."""
     parser = argparse.ArgumentParser(prog="flsec", description=__doc__)
@@ -107,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables and plots of a finished run")
     report.add_argument("run_dir")
     report.set_defaults(func=_report)
+    base = sub.add_parser("baseline", help="reproduce a paper's tables from baselines/<slug>/")
+    base.add_argument("slug", help="folder under baselines/, e.g. data-distribution")
+    base.add_argument("--scale", default="quick", help="override set of the baseline (quick|paper)")
+    base.add_argument("--out", help="output folder (default runs/baselines/<slug>/<scale>)")
+    base.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the baseline's)")
+    base.add_argument("--root", help="folder holding the baselines (default: the repo's)")
+    base.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every cell, after the scale's overrides",
+    )
+    base.add_argument(
+        "--no-run",
+        action="store_true",
+        help="run nothing; write the tables from the cells already finished",
+    )
+    base.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    base.set_defaults(func=_baseline)
     return parser
 
 

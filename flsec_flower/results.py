@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -74,6 +75,9 @@ class RunRecorder:
         Attackers' partition ids, to score the defence's flags.
     progress : bool
         Show a progress bar (round, accuracy, seconds per round).
+    on_record : callable, optional
+        Called with the round number after each round's line is written
+        (progress reports of a caller running several experiments).
     """
 
     def __init__(
@@ -82,8 +86,10 @@ class RunRecorder:
         cfg: ExperimentConfig,
         malicious: frozenset[int] = frozenset(),
         progress: bool = True,
+        on_record: Callable[[int], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.on_record = on_record
         self.cfg = cfg
         self.malicious = malicious
         self.finished = False
@@ -132,6 +138,8 @@ class RunRecorder:
             self._bar.update(1)
         if server_round >= self.cfg.rounds:
             self.finish()
+        if self.on_record is not None:
+            self.on_record(server_round)
 
     @staticmethod
     def _flagged(record: dict) -> list[int] | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from flwr.client import ClientApp
@@ -66,14 +68,18 @@ def _shared_federation(cfgs: list[ExperimentConfig]) -> None:
 
 
 def run_experiments(
-    cfgs: list[ExperimentConfig], progress: bool = True, verbose: bool = False
+    cfgs: list[ExperimentConfig],
+    progress: bool = True,
+    verbose: bool = False,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Run experiments one after another in one Flower + Ray simulation.
 
     Ray and the client actors start once; each experiment gets its own
     strategy, global model and run directory (see
     :class:`~flsec_flower.server_app.SequentialServer`). The experiments must
-    share ``data.num_clients`` and ``resources``.
+    share ``data.num_clients`` and ``resources``. ``on_round(i, r)``, when
+    given, is called after round ``r`` of experiment ``cfgs[i]`` is recorded.
 
     Raises
     ------
@@ -88,7 +94,19 @@ def run_experiments(
     for cfg in cfgs:
         validate(cfg)
     indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
-    runs = [(cfg, RunRecorder(new_run_dir(cfg), cfg, malicious_ids(cfg), progress)) for cfg in cfgs]
+    runs = [
+        (
+            cfg,
+            RunRecorder(
+                new_run_dir(cfg),
+                cfg,
+                malicious_ids(cfg),
+                progress,
+                on_record=None if on_round is None else partial(on_round, i),
+            ),
+        )
+        for i, cfg in enumerate(cfgs)
+    ]
 
     def server_fn(context: Context) -> ServerAppComponents:
         total = sum(cfg.rounds for cfg in cfgs)

@@ -1,0 +1,385 @@
+"""Paper baselines: ``flsec baseline <slug>`` runs ``baselines/<slug>/`` and writes its tables.
+
+A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
+
+    title: The impact of data distribution on fairness and robustness
+    seeds: [0, 1, 2]                 # default seeds; --seeds replaces them
+    configs:                         # experiment files, run in this order
+      - file: fmnist-clean.yaml
+      - file: cifar10-clean.yaml
+        skip: no CIFAR-10 on this machine   # validated, never run
+    scales:                          # dotted-key overrides applied to every config
+      quick: {rounds: 10}
+      paper: {}
+    tables:
+      - name: table1                 # writes table1.md and table1.csv
+        title: "Table I: accuracy and bias per alpha"
+        config: fmnist-clean         # the experiment's name
+        rows: data.partition.alpha   # a swept key
+        columns: {Accuracy: final_accuracy, Bias: final_bias}   # header: summary metric
+        percent: true                # metrics in [0, 1] shown x 100
+        paper: {1.0: {Accuracy: "90.08 ± 0.17"}}               # optional paper column
+    figures:
+      - name: bias_vs_alpha          # writes bias_vs_alpha.png
+        x: data.partition.alpha
+        y: final_bias
+        configs: {no attack: fmnist-clean, backdoor: fmnist-backdoor}
+
+A *cell* is one run: a config at one point of its ``sweep`` and one seed,
+named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
+lands in ``<out>/runs/``; a cell whose folder holds the same resolved config
+and all its rounds is finished and skipped when the command is run again,
+so an interrupted baseline resumes where it stopped. Cells that share
+``data.num_clients`` and the client resources run in one simulation
+(:func:`flsec_flower.simulation.run_experiments`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flsec_flower.config import (
+    ConfigError,
+    ExperimentConfig,
+    expand_sweep,
+    from_dict,
+    read_yaml,
+)
+from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+"""The repository's ``baselines/`` folder."""
+
+SPEC_FILE = "baseline.yaml"
+SPEC_KEYS = ("title", "seeds", "configs", "scales", "tables", "figures")
+
+
+@dataclass
+class Cell:
+    """One run of a baseline: a config at one sweep point and seed."""
+
+    cfg: ExperimentConfig
+    point: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The run's name, also the prefix of its run folder."""
+        return self.cfg.name
+
+
+@dataclass
+class Baseline:
+    """A parsed ``baselines/<slug>/`` folder."""
+
+    slug: str
+    folder: Path
+    spec: dict[str, Any]
+    configs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def scales(self) -> dict[str, dict[str, Any]]:
+        """Override sets by scale name."""
+        return self.spec.get("scales") or {}
+
+
+def load_baseline(slug: str, root: Path = BASELINES_DIR) -> Baseline:
+    """Read ``<root>/<slug>/baseline.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        If the folder or its spec is missing, or the spec has an unknown key.
+    """
+    folder = Path(root) / slug
+    if not (folder / SPEC_FILE).is_file():
+        known = sorted(p.parent.name for p in Path(root).glob(f"*/{SPEC_FILE}"))
+        raise ConfigError(
+            f"baseline {slug!r}: no {folder / SPEC_FILE}; known baselines: "
+            f"{', '.join(known) or 'none'}"
+        )
+    spec = read_yaml(folder / SPEC_FILE)
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise ConfigError(
+                f"{folder / SPEC_FILE}: {key}: unknown key; allowed: {', '.join(SPEC_KEYS)}"
+            )
+    configs = spec.get("configs") or []
+    for i, entry in enumerate(configs):
+        if not isinstance(entry, dict) or "file" not in entry:
+            raise ConfigError(f"{folder / SPEC_FILE}: configs[{i}]: expected {{file: NAME.yaml}}")
+    return Baseline(slug, folder, spec, configs)
+
+
+def _value_label(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def cells(
+    baseline: Baseline,
+    scale: str,
+    seeds: list[int] | None = None,
+    out: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[list[Cell], list[tuple[str, str]]]:
+    """Expand every config into cells at ``scale``; also return the skipped configs.
+
+    Each config gets the scale's overrides, then ``extra``, then
+    ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
+    seeds. Cells are ordered seed by seed, so an interrupted run has every
+    table at fewer seeds rather than some tables complete and others empty.
+    Skipped configs (``skip: reason``) are validated all the same.
+
+    Raises
+    ------
+    ConfigError
+        If the scale is unknown or a config is invalid.
+    """
+    if scale not in baseline.scales:
+        raise ConfigError(
+            f"--scale {scale!r}: not defined in {baseline.folder / SPEC_FILE}; "
+            f"allowed: {', '.join(baseline.scales)}"
+        )
+    seeds = list(seeds if seeds is not None else baseline.spec.get("seeds") or [0])
+    overrides = {**(baseline.scales[scale] or {}), **(extra or {})}
+    if out is not None:
+        overrides["output_dir"] = str(Path(out) / "runs")
+    per_config: list[tuple[str, list[tuple[dict[str, Any], ExperimentConfig]]]] = []
+    skipped: list[tuple[str, str]] = []
+    for entry in baseline.configs:
+        path = baseline.folder / entry["file"]
+        try:
+            cfg = from_dict(read_yaml(path), overrides.items())
+            points = expand_sweep(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+        if entry.get("skip"):
+            skipped.append((cfg.name, str(entry["skip"])))
+        else:
+            per_config.append((cfg.name, points))
+    result: list[Cell] = []
+    for seed in seeds:
+        for name, points in per_config:
+            for point, point_cfg in points:
+                full = {**point, "seed": seed}
+                label = "-".join(
+                    f"{k.rsplit('.', 1)[-1]}{_value_label(v)}" for k, v in full.items()
+                )
+                raw = point_cfg.to_dict()
+                raw.update(seed=seed, name=f"{name}-{label}")
+                result.append(Cell(from_dict(raw), full | {"config": name}))
+    return result, skipped
+
+
+def finished_run(cell: Cell) -> Path | None:
+    """The cell's run folder if one holds the same resolved config and all its rounds."""
+    root = Path(cell.cfg.output_dir)
+    wanted = cell.cfg.to_dict()
+    for run_dir in sorted(root.glob(f"{cell.name}-*"), reverse=True):
+        try:
+            saved = read_yaml(run_dir / CONFIG_FILE)
+            lines = (run_dir / METRICS_FILE).read_text().splitlines()
+        except (ConfigError, OSError):
+            continue
+        if saved != wanted or not (run_dir / SUMMARY_FILE).is_file():
+            continue
+        rounds = {json.loads(line)["round"] for line in lines if line.strip()}
+        if set(range(1, cell.cfg.rounds + 1)) <= rounds:
+            return run_dir
+    return None
+
+
+class Progress:
+    """Prints ``cell i/N name round r/R ETA`` after every round."""
+
+    def __init__(self, pending: list[Cell], offset: int, total: int) -> None:
+        self.pending = pending
+        self.offset = offset
+        self.total = total
+        self.rounds_left = sum(c.cfg.rounds for c in pending)
+        self.rounds_done = 0
+        self.start = time.perf_counter()
+
+    def __call__(self, index: int, server_round: int) -> None:
+        """Report round ``server_round`` of pending cell ``index``."""
+        if server_round == 0:
+            return
+        self.rounds_done += 1
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.rounds_done * (self.rounds_left - self.rounds_done)
+        cell = self.pending[index]
+        print(
+            f"cell {self.offset + index + 1}/{self.total} {cell.name} "
+            f"round {server_round}/{cell.cfg.rounds} elapsed {elapsed / 60:.1f} min "
+            f"ETA {eta / 60:.1f} min",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict[str, Path]:
+    """Run the cells not finished yet; return the finished cells' run folders by name.
+
+    Cells sharing ``data.num_clients`` and the client resources run in one
+    simulation. With ``run=False`` nothing runs: only the cells already
+    finished are returned.
+    """
+    from flsec_flower.simulation import run_experiments
+
+    done = {c.name: path for c in todo if (path := finished_run(c)) is not None}
+    pending = [c for c in todo if c.name not in done] if run else []
+    if progress:
+        print(
+            f"{len(done)}/{len(todo)} cells already finished, {len(pending)} to run",
+            file=sys.stderr,
+        )
+    groups: dict[tuple, list[Cell]] = {}
+    for c in pending:
+        groups.setdefault((c.cfg.data.num_clients, repr(c.cfg.resources)), []).append(c)
+    offset = len(done)
+    for group in groups.values():
+        report = Progress(group, offset, len(todo)) if progress else None
+        dirs = run_experiments([c.cfg for c in group], progress=False, on_round=report)
+        done.update(zip((c.name for c in group), dirs, strict=True))
+        offset += len(group)
+    return done
+
+
+def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
+    """One row per finished cell: its sweep point, seed, config name and summary metrics."""
+    rows = []
+    for c in (c for c in todo if c.name in run_dirs):
+        summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
+        rows.append({**summary, **c.point, "run_dir": str(run_dirs[c.name])})
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: pd.Series, percent: bool) -> str:
+    col = pd.to_numeric(values, errors="coerce").dropna() * (100.0 if percent else 1.0)
+    if col.empty:
+        return "-"
+    std = col.std(ddof=1) if len(col) > 1 else 0.0
+    digits = 2 if percent else 4
+    return f"{col.mean():.{digits}f} ± {std:.{digits}f}"
+
+
+PENDING = "pending (not run)"
+"""What a table shows for a row of the paper that no finished cell covers."""
+
+
+def build_table(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """A table of ``mean ± std`` over seeds: one row per value of ``spec["rows"]``.
+
+    With a ``paper`` mapping, each metric column ``M`` is preceded by
+    ``M (paper)``, the paper's value for that row, and rows of the paper that
+    no finished cell covers show :data:`PENDING`.
+    """
+    rows_key, columns = spec["rows"], spec["columns"]
+    percent = bool(spec.get("percent", False))
+    paper = {str(k): v for k, v in (spec.get("paper") or {}).items()}
+    subset = runs[runs["config"] == spec["config"]] if "config" in runs else runs.iloc[0:0]
+    groups = dict(iter(subset.groupby(rows_key, sort=False))) if len(subset) else {}
+    values = [*groups, *(k for k in paper if k not in {str(v) for v in groups})]
+    out = []
+    for value in values:
+        group = groups.get(value)
+        row: dict[str, Any] = {rows_key.rsplit(".", 1)[-1]: value}
+        for header, metric in columns.items():
+            if paper:
+                row[f"{header} (paper)"] = (paper.get(str(value)) or {}).get(header, "-")
+            if group is None:
+                ours = PENDING
+            else:
+                ours = _mean_std(group[metric], percent) if metric in group else "-"
+            row[f"{header} (ours)" if paper else header] = ours
+        row["seeds"] = 0 if group is None else len(group)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table of ``table`` (values as written)."""
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
+    """Mean of ``spec["y"]`` against ``spec["x"]`` per config, std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, config in spec["configs"].items():
+        subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
+        if subset.empty or spec["y"] not in subset:
+            continue
+        stats = subset.groupby(spec["x"])[spec["y"]].agg(["mean", "std"]).fillna(0.0)
+        ax.errorbar(
+            stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=label
+        )
+    ax.set(
+        xlabel=spec.get("xlabel", spec["x"]),
+        ylabel=spec.get("ylabel", spec["y"]),
+        title=spec.get("title", ""),
+    )
+    if spec.get("log_x"):
+        ax.set_xscale("log")
+    if ax.lines:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str) -> list[Path]:
+    """Write ``cells.csv``, every table as Markdown and CSV, every figure as PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "cells.csv"]
+    runs.to_csv(written[0], index=False)
+    for spec in baseline.spec.get("tables") or []:
+        table = build_table(runs, spec)
+        md = out / f"{spec['name']}.md"
+        note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
+        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{markdown(table)}")
+        table.to_csv(out / f"{spec['name']}.csv", index=False)
+        written += [md, out / f"{spec['name']}.csv"]
+    for spec in baseline.spec.get("figures") or []:
+        written.append(plot_figure(runs, spec, out / f"{spec['name']}.png"))
+    return written
+
+
+def run_baseline(
+    slug: str,
+    scale: str = "quick",
+    out: Path | None = None,
+    seeds: list[int] | None = None,
+    root: Path = BASELINES_DIR,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    run: bool = True,
+) -> list[Path]:
+    """Run (or resume) baseline ``slug`` at ``scale``; return the files written.
+
+    ``out`` defaults to ``runs/baselines/<slug>/<scale>``; ``extra`` holds
+    dotted-key overrides applied after the scale's. With ``run=False`` the
+    tables are written from the cells already finished (a partial result
+    while a run is under way); nothing runs.
+    """
+    baseline = load_baseline(slug, root)
+    out = Path(out) if out is not None else Path("runs") / "baselines" / slug / scale
+    todo, skipped = cells(baseline, scale, seeds, out, extra)
+    for name, reason in skipped:
+        print(f"{name}: not run here ({reason})", file=sys.stderr)
+    run_dirs = run_cells(todo, progress, run)
+    return write_outputs(baseline, summary_frame(todo, run_dirs), out, scale)
