@@ -251,12 +251,45 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
     return done
 
 
-def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
-    """One row per finished cell: its sweep point, seed, config name and summary metrics."""
+def config_value(cfg: ExperimentConfig, key: str) -> Any:
+    """The resolved value of dotted ``key`` in ``cfg`` as a table label.
+
+    A missing key or ``null`` (e.g. ``attack.name`` of a cell whose sweep set
+    ``attack: null``) reads ``"none"``; a mapping or list reads as its one-line
+    JSON, so every label can be grouped on.
+
+    Examples
+    --------
+    >>> cfg = from_dict({"name": "x", "attack": None})
+    >>> config_value(cfg, "attack.name"), config_value(cfg, "data.num_clients")
+    ('none', 10)
+    """
+    value: Any = cfg.to_dict()
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "none" if value is None else _hashable(value)
+
+
+def _hashable(value: Any) -> Any:
+    return _value_label(value) if isinstance(value, (list, dict)) else value
+
+
+def summary_frame(
+    todo: list[Cell], run_dirs: dict[str, Path], keys: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """One row per finished cell: its sweep point, seed, config name and summary metrics.
+
+    Swept mappings and lists are written as their one-line JSON. Each of
+    ``keys`` that is not a swept key (a table's ``rows`` or a figure's ``x``
+    may name any config key) is added as a column of the cell's resolved
+    value (:func:`config_value`).
+    """
     rows = []
     for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
-        rows.append({**summary, **c.point, "run_dir": str(run_dirs[c.name])})
+        point = {k: _hashable(v) for k, v in c.point.items()}
+        resolved = {k: config_value(c.cfg, k) for k in keys if k not in point}
+        rows.append({**summary, **resolved, **point, "run_dir": str(run_dirs[c.name])})
     return pd.DataFrame(rows)
 
 
@@ -382,4 +415,8 @@ def run_baseline(
     for name, reason in skipped:
         print(f"{name}: not run here ({reason})", file=sys.stderr)
     run_dirs = run_cells(todo, progress, run)
-    return write_outputs(baseline, summary_frame(todo, run_dirs), out, scale)
+    keys = (
+        *(t["rows"] for t in baseline.spec.get("tables") or []),
+        *(f["x"] for f in baseline.spec.get("figures") or []),
+    )
+    return write_outputs(baseline, summary_frame(todo, run_dirs, keys), out, scale)
