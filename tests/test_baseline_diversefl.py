@@ -30,7 +30,7 @@ def test_quick_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
     assert {c.point["config"] for c in todo} == configs
     for c in todo:
         cfg = c.cfg
-        assert (cfg.rounds, cfg.evaluation.every) == (20, 20)
+        assert (cfg.rounds, cfg.evaluation.every) == (10, 10)
         assert cfg.data.dataset == "mnist10k" and cfg.data.num_clients == 23
         assert cfg.data.partition.kind == "sorted"
         assert cfg.training.local_steps == 1 and cfg.training.send == "gradient"
@@ -141,5 +141,5 @@ def test_smoke_every_config_runs_and_tables_are_written(tmp_path):
     assert list(table["name"]) == ["none", "sign_flip", "gaussian", "same_value", "label_flip"]
     assert table["Accuracy (ours)"].iloc[:2].str.contains("±").all()
     assert (table["Accuracy (ours)"].iloc[2:] == "pending (not run)").all()
-    attacked = runs[runs["attack"].notna()]
-    assert attacked["detect_recall"].between(0, 1).all()
+    attacked = runs[runs["attack"].notna() & runs["config"].str.contains("diversefl")]
+    assert len(attacked) == 4 and attacked["detect_recall"].between(0, 1).all()
