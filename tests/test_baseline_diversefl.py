@@ -24,11 +24,22 @@ ATTACKS = ["none", "gaussian", "sign_flip", "same_value", "label_flip"]
 def test_quick_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
     todo, skipped = cells(load_baseline(SLUG), "quick", out=tmp_path / "out")
     assert skipped == []
-    assert len(todo) == 2 * len(RULES) * len(ATTACKS) * 3  # settings x rules x attacks x seeds
+    # (settings x rules x attacks + backdoor: 2 baselines + 2 fractions) x seeds
+    assert len(todo) == (2 * len(RULES) * len(ATTACKS) + 4) * 3
     assert len({c.name for c in todo}) == len(todo)
     configs = {f"{p}-{r}" for p in ("softmax", "nn") for r in RULES}
-    assert {c.point["config"] for c in todo} == configs
-    for c in todo:
+    assert {c.point["config"] for c in todo} == configs | {
+        "backdoor-baselines",
+        "backdoor-diversefl",
+    }
+    backdoor = [c for c in todo if c.point["config"].startswith("backdoor")]
+    for c in backdoor:
+        assert c.cfg.model.name == "mlp" and c.cfg.attack.name == "class_backdoor"
+        assert (c.cfg.attack.data.kind, c.cfg.attack.data.classes) == ("class_owner", [3])
+        assert c.cfg.attack.params == {"source_class": 3, "target_class": 4, "gamma": 7.0}
+    assert {c.cfg.strategy.name for c in backdoor} == {"fedavg", "oracle", "diversefl"}
+    assert all(c.cfg.strategy.params.get("weighted") is False for c in backdoor[:2])
+    for c in (c for c in todo if c not in backdoor):
         cfg = c.cfg
         assert (cfg.rounds, cfg.evaluation.every) == (10, 10)
         assert cfg.data.dataset == "mnist10k" and cfg.data.num_clients == 23
@@ -56,7 +67,7 @@ def test_quick_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
                 "eps1": 0.5,
                 "eps2": 2.0,
             }
-        if rule == "bulyan":
+        if rule == "bulyan":  # Bulyan needs n >= 4f + 3
             assert 4 * cfg.strategy.params["f"] + 3 <= cfg.data.num_clients
 
 
@@ -135,11 +146,14 @@ def test_smoke_every_config_runs_and_tables_are_written(tmp_path):
         for rule in RULES:
             assert f"{setting}_{rule.replace('-', '_')}.csv" in names
     runs = pd.read_csv(out / "cells.csv")
-    assert len(runs) == 2 * len(RULES) * 2  # settings x rules x (no attack, sign flip)
+    assert len(runs) == 2 * len(RULES) * len(ATTACKS) + 4
     assert runs["final_accuracy"].between(0, 1).all()
     table = pd.read_csv(out / "softmax_diversefl_1pct.csv")
-    assert list(table["name"]) == ["none", "sign_flip", "gaussian", "same_value", "label_flip"]
-    assert table["Accuracy (ours)"].iloc[:2].str.contains("±").all()
-    assert (table["Accuracy (ours)"].iloc[2:] == "pending (not run)").all()
+    assert list(table["name"]) == ATTACKS
+    assert table["Accuracy (ours)"].str.contains("±").all()
     attacked = runs[runs["attack"].notna() & runs["config"].str.contains("diversefl")]
-    assert len(attacked) == 4 and attacked["detect_recall"].between(0, 1).all()
+    assert len(attacked) == 2 * 2 * 4 + 2 and attacked["detect_recall"].between(0, 1).all()
+    backdoor = pd.read_csv(out / "backdoor_diversefl.csv")
+    assert list(backdoor["fraction"]) == [0.01, 0.03]
+    assert backdoor["Backdoor (ours)"].str.contains("±").all()
+    assert backdoor["Main task (ours)"].str.contains("±").all()
