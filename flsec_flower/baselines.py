@@ -8,6 +8,8 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
       - file: fmnist-clean.yaml
       - file: cifar10-clean.yaml
         skip: no CIFAR-10 on this machine   # validated, never run
+      - file: cifar10-long.yaml
+        scales: [paper]              # run at these scales only (validated at every scale)
     scales:                          # dotted-key overrides applied to every config
       quick: {rounds: 10}
       paper: {}
@@ -134,7 +136,8 @@ def cells(
     ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
     seeds. Cells are ordered seed by seed, so an interrupted run has every
     table at fewer seeds rather than some tables complete and others empty.
-    Skipped configs (``skip: reason``) are validated all the same.
+    Skipped configs (``skip: reason``, or ``scales: [...]`` without ``scale``)
+    are validated all the same.
 
     Raises
     ------
@@ -161,6 +164,9 @@ def cells(
             raise ConfigError(f"{path}: {err}") from err
         if entry.get("skip"):
             skipped.append((cfg.name, str(entry["skip"])))
+        elif "scales" in entry and scale not in entry["scales"]:
+            only = ", ".join(map(str, entry["scales"]))
+            skipped.append((cfg.name, f"not at scale {scale!r}; runs at: {only}"))
         else:
             per_config.append((cfg.name, points))
     result: list[Cell] = []

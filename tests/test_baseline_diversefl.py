@@ -21,8 +21,20 @@ RULES = ("diversefl-1pct", "diversefl-3pct", "oracle", "median", "nmedian", "bul
 ATTACKS = ["none", "gaussian", "sign_flip", "same_value", "label_flip"]
 
 
-def test_quick_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
+def test_quick_scale_is_fig_3_softmax_at_three_seeds(tmp_path):
     todo, skipped = cells(load_baseline(SLUG), "quick", out=tmp_path / "out")
+    fig3 = {f"softmax-{r}" for r in ("diversefl-1pct", "oracle", "median", "nmedian", "bulyan")}
+    assert {c.point["config"] for c in todo} == fig3
+    assert len(todo) == len(fig3) * 3 * 3  # rules x (none, Gaussian, sign flip) x seeds
+    assert {config_value(c.cfg, "attack.name") for c in todo} == {"none", "gaussian", "sign_flip"}
+    assert {c.cfg.seed for c in todo} == {0, 1, 2}
+    assert all((c.cfg.rounds, c.cfg.evaluation.every) == (10, 10) for c in todo)
+    assert len(skipped) == 2 * len(RULES) + 2 - len(fig3)
+    assert all("runs at: paper10k, paper, smoke" in reason for _, reason in skipped)
+
+
+def test_paper10k_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
+    todo, skipped = cells(load_baseline(SLUG), "paper10k", out=tmp_path / "out")
     assert skipped == []
     # (settings x rules x attacks + backdoor: 2 baselines + 2 fractions) x seeds
     assert len(todo) == (2 * len(RULES) * len(ATTACKS) + 4) * 3
@@ -41,7 +53,7 @@ def test_quick_scale_has_every_rule_and_attack_of_the_paper(tmp_path):
     assert all(c.cfg.strategy.params.get("weighted") is False for c in backdoor[:2])
     for c in (c for c in todo if c not in backdoor):
         cfg = c.cfg
-        assert (cfg.rounds, cfg.evaluation.every) == (10, 10)
+        assert (cfg.rounds, cfg.evaluation.every) == (1000, 50)
         assert cfg.data.dataset == "mnist10k" and cfg.data.num_clients == 23
         assert cfg.data.partition.kind == "sorted"
         assert cfg.training.local_steps == 1 and cfg.training.send == "gradient"
@@ -103,7 +115,7 @@ def _finished(tmp_path: Path, cell, accuracy: float, precision: float) -> Path:
 
 
 def test_a_sweep_over_attack_mappings_is_a_table_by_attack_name(tmp_path):
-    todo, _ = cells(load_baseline(SLUG), "quick", seeds=[0, 1])
+    todo, _ = cells(load_baseline(SLUG), "paper10k", seeds=[0, 1])
     mine = [c for c in todo if c.point["config"] == "softmax-diversefl-1pct"]
     assert len(mine) == 10
     values = {  # (attack, seed) -> accuracy, precision
