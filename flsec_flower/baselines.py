@@ -280,6 +280,14 @@ def _hashable(value: Any) -> Any:
     return _value_label(value) if isinstance(value, (list, dict)) else value
 
 
+def label_keys(baseline: Baseline) -> tuple[str, ...]:
+    """The config keys the tables' ``rows`` and the figures' ``x`` read."""
+    return (
+        *(t["rows"] for t in baseline.spec.get("tables") or []),
+        *(f["x"] for f in baseline.spec.get("figures") or []),
+    )
+
+
 def summary_frame(
     todo: list[Cell], run_dirs: dict[str, Path], keys: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -421,8 +429,4 @@ def run_baseline(
     for name, reason in skipped:
         print(f"{name}: not run here ({reason})", file=sys.stderr)
     run_dirs = run_cells(todo, progress, run)
-    keys = (
-        *(t["rows"] for t in baseline.spec.get("tables") or []),
-        *(f["x"] for f in baseline.spec.get("figures") or []),
-    )
-    return write_outputs(baseline, summary_frame(todo, run_dirs, keys), out, scale)
+    return write_outputs(baseline, summary_frame(todo, run_dirs, label_keys(baseline)), out, scale)
