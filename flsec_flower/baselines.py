@@ -10,6 +10,8 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
         skip: no CIFAR-10 on this machine   # validated, never run
       - file: cifar10-long.yaml
         scales: [paper]              # run at these scales only (validated at every scale)
+      - file: fmnist-long.yaml
+        scales: {quick: {rounds: 5}, paper: {}}   # ... each with its own overrides
     scales:                          # dotted-key overrides applied to every config
       quick: {rounds: 10}
       paper: {}
@@ -132,7 +134,8 @@ def cells(
 ) -> tuple[list[Cell], list[tuple[str, str]]]:
     """Expand every config into cells at ``scale``; also return the skipped configs.
 
-    Each config gets the scale's overrides, then ``extra``, then
+    Each config gets the scale's overrides, then its entry's own overrides
+    for that scale (``scales: {quick: {...}}``), then ``extra``, then
     ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
     seeds. Cells are ordered seed by seed, so an interrupted run has every
     table at fewer seeds rather than some tables complete and others empty.
@@ -150,13 +153,16 @@ def cells(
             f"allowed: {', '.join(baseline.scales)}"
         )
     seeds = list(seeds if seeds is not None else baseline.spec.get("seeds") or [0])
-    overrides = {**(baseline.scales[scale] or {}), **(extra or {})}
+    last = dict(extra or {})
     if out is not None:
-        overrides["output_dir"] = str(Path(out) / "runs")
+        last["output_dir"] = str(Path(out) / "runs")
     per_config: list[tuple[str, list[tuple[dict[str, Any], ExperimentConfig]]]] = []
     skipped: list[tuple[str, str]] = []
     for entry in baseline.configs:
         path = baseline.folder / entry["file"]
+        only = entry.get("scales")
+        own = (only.get(scale) or {}) if isinstance(only, dict) else {}
+        overrides = {**(baseline.scales[scale] or {}), **own, **last}
         try:
             cfg = from_dict(read_yaml(path), overrides.items())
             points = expand_sweep(cfg)

@@ -23,15 +23,25 @@ RULES = ("diversefl-1pct", "diversefl-3pct", "oracle", "median", "nmedian", "bul
 ATTACKS = ["none", "gaussian", "sign_flip", "same_value", "label_flip"]
 
 
-def test_quick_scale_is_fig_3_softmax_at_three_seeds(tmp_path):
+def test_quick_scale_is_the_main_panels_and_the_backdoor_at_three_seeds(tmp_path):
     todo, skipped = cells(load_baseline(SLUG), "quick", out=tmp_path / "out")
-    fig3 = {f"softmax-{r}" for r in ("diversefl-1pct", "oracle", "median", "nmedian", "bulyan")}
-    assert {c.point["config"] for c in todo} == fig3
-    assert len(todo) == len(fig3) * 3 * 3  # rules x (none, Gaussian, sign flip) x seeds
-    assert {config_value(c.cfg, "attack.name") for c in todo} == {"none", "gaussian", "sign_flip"}
+    five = ("diversefl-1pct", "oracle", "median", "nmedian", "bulyan")
+    panels = {f"{p}-{r}" for p in ("softmax", "nn") for r in five}
+    backdoor = {"backdoor-baselines", "backdoor-diversefl"}
+    assert {c.point["config"] for c in todo} == panels | backdoor
+    # Fig. 3 and 4: rules x (none, Gaussian, sign flip) x seeds; Fig. 7: 4 rules x seeds
+    assert len(todo) == len(panels) * 3 * 3 + 4 * 3
+    attacks = {config_value(c.cfg, "attack.name") for c in todo if c.point["config"] in panels}
+    assert attacks == {"none", "gaussian", "sign_flip"}
+    sigmas = {
+        c.point["config"].split("-")[0]: c.cfg.attack.params["sigma"]
+        for c in todo
+        if c.cfg.attack is not None and c.cfg.attack.name == "gaussian"
+    }
+    assert sigmas == {"softmax": 10.0, "nn": 0.6}
     assert {c.cfg.seed for c in todo} == {0, 1, 2}
     assert all((c.cfg.rounds, c.cfg.evaluation.every) == (10, 10) for c in todo)
-    assert len(skipped) == 2 * len(RULES) + 2 - len(fig3)
+    assert sorted(name for name, _ in skipped) == ["nn-diversefl-3pct", "softmax-diversefl-3pct"]
     assert all("runs at: paper10k, paper, smoke" in reason for _, reason in skipped)
 
 
