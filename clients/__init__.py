@@ -2,6 +2,7 @@
 
 from clients.alie import AlieClient
 from clients.attack import AttackClient
+from clients.class_backdoor import ClassBackdoorClient
 from clients.fairness_attack import FairnessAttackClient
 from clients.gaussian import GaussianClient
 from clients.honest import HonestClient
@@ -22,6 +23,7 @@ from clients.sign_flip import SignFlipClient
 __all__ = [
     "AlieClient",
     "AttackClient",
+    "ClassBackdoorClient",
     "FairnessAttackClient",
     "GaussianClient",
     "HonestClient",

@@ -8,6 +8,10 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
       - file: fmnist-clean.yaml
       - file: cifar10-clean.yaml
         skip: no CIFAR-10 on this machine   # validated, never run
+      - file: cifar10-long.yaml
+        scales: [paper]              # run at these scales only (validated at every scale)
+      - file: fmnist-long.yaml
+        scales: {quick: {rounds: 5}, paper: {}}   # ... each with its own overrides
     scales:                          # dotted-key overrides applied to every config
       quick: {rounds: 10}
       paper: {}
@@ -161,11 +165,13 @@ def cells(
 ) -> tuple[list[Cell], list[tuple[str, str]]]:
     """Expand every config into cells at ``scale``; also return the skipped configs.
 
-    Each config gets the scale's overrides, then ``extra``, then
+    Each config gets the scale's overrides, then its entry's own overrides
+    for that scale (``scales: {quick: {...}}``), then ``extra``, then
     ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
     seeds. Cells are ordered seed by seed, so an interrupted run has every
     table at fewer seeds rather than some tables complete and others empty.
-    Skipped configs (``skip: reason``) are validated all the same.
+    Skipped configs (``skip: reason``, or ``scales: [...]`` without ``scale``)
+    are validated all the same.
 
     Raises
     ------
@@ -178,13 +184,16 @@ def cells(
             f"allowed: {', '.join(baseline.scales)}"
         )
     seeds = list(seeds if seeds is not None else baseline.spec.get("seeds") or [0])
-    overrides = {**(baseline.scales[scale] or {}), **(extra or {})}
+    last = dict(extra or {})
     if out is not None:
-        overrides["output_dir"] = str(Path(out) / "runs")
+        last["output_dir"] = str(Path(out) / "runs")
     per_config: list[tuple[str, list[tuple[dict[str, Any], ExperimentConfig]]]] = []
     skipped: list[tuple[str, str]] = []
     for entry in baseline.configs:
         path = baseline.folder / entry["file"]
+        only = entry.get("scales")
+        own = (only.get(scale) or {}) if isinstance(only, dict) else {}
+        overrides = {**(baseline.scales[scale] or {}), **own, **last}
         try:
             raw = resolve_paths(read_yaml(path), baseline.folder.parent.parent)
             cfg = from_dict(raw, overrides.items())
@@ -193,6 +202,9 @@ def cells(
             raise ConfigError(f"{path}: {err}") from err
         if entry.get("skip"):
             skipped.append((cfg.name, str(entry["skip"])))
+        elif "scales" in entry and scale not in entry["scales"]:
+            only = ", ".join(map(str, entry["scales"]))
+            skipped.append((cfg.name, f"not at scale {scale!r}; runs at: {only}"))
         else:
             per_config.append((cfg.name, points))
     result: list[Cell] = []
@@ -283,12 +295,53 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
     return done
 
 
-def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
-    """One row per finished cell: its sweep point, seed, config name and summary metrics."""
+def config_value(cfg: ExperimentConfig, key: str) -> Any:
+    """The resolved value of dotted ``key`` in ``cfg`` as a table label.
+
+    A missing key or ``null`` (e.g. ``attack.name`` of a cell whose sweep set
+    ``attack: null``) reads ``"none"``; a mapping or list reads as its one-line
+    JSON, so every label can be grouped on.
+
+    Examples
+    --------
+    >>> cfg = from_dict({"name": "x", "attack": None})
+    >>> config_value(cfg, "attack.name"), config_value(cfg, "data.num_clients")
+    ('none', 10)
+    """
+    value: Any = cfg.to_dict()
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "none" if value is None else _hashable(value)
+
+
+def _hashable(value: Any) -> Any:
+    return _value_label(value) if isinstance(value, (list, dict)) else value
+
+
+def label_keys(baseline: Baseline) -> tuple[str, ...]:
+    """The config keys the tables' ``rows`` and the figures' ``x`` read."""
+    return (
+        *(t["rows"] for t in baseline.spec.get("tables") or []),
+        *(f["x"] for f in baseline.spec.get("figures") or []),
+    )
+
+
+def summary_frame(
+    todo: list[Cell], run_dirs: dict[str, Path], keys: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """One row per finished cell: its sweep point, seed, config name and summary metrics.
+
+    Swept mappings and lists are written as their one-line JSON. Each of
+    ``keys`` that is not a swept key (a table's ``rows`` or a figure's ``x``
+    may name any config key) is added as a column of the cell's resolved
+    value (:func:`config_value`).
+    """
     rows = []
     for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
-        rows.append({**summary, **c.point, "run_dir": str(run_dirs[c.name])})
+        point = {k: _hashable(v) for k, v in c.point.items()}
+        resolved = {k: config_value(c.cfg, k) for k in keys if k not in point}
+        rows.append({**summary, **resolved, **point, "run_dir": str(run_dirs[c.name])})
     return pd.DataFrame(rows)
 
 
@@ -414,4 +467,4 @@ def run_baseline(
     for name, reason in skipped:
         print(f"{name}: not run here ({reason})", file=sys.stderr)
     run_dirs = run_cells(todo, progress, run)
-    return write_outputs(baseline, summary_frame(todo, run_dirs), out, scale)
+    return write_outputs(baseline, summary_frame(todo, run_dirs, label_keys(baseline)), out, scale)

@@ -12,6 +12,7 @@ import numpy as np
 
 from clients import (
     AlieClient,
+    ClassBackdoorClient,
     FairnessAttackClient,
     GaussianClient,
     HonestClient,
@@ -90,6 +91,7 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 # ---- attacks (attack.name)
 ATTACKS: dict[str, type[HonestClient]] = {
     "alie": AlieClient,
+    "class_backdoor": ClassBackdoorClient,
     "fairness_attack": FairnessAttackClient,
     "gaussian": GaussianClient,
     "ipm": IpmClient,
