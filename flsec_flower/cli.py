@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flsec_flower.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_USER_ERROR = 2
 """A bad config, data file or path: one line on stderr."""
@@ -36,6 +40,15 @@ def _wide_tables() -> None:
     pd.set_option("display.width", 200)
 
 
+def summary_table(table: pd.DataFrame, keys: list[str]) -> str:
+    """The terminal summary of ``flsec run``: sweep keys, then :data:`SUMMARY_METRICS`.
+
+    Metrics a run does not produce (no backdoor, no attacked group) are left out.
+    """
+    shown = [c for c in [*keys, "runs", *SUMMARY_METRICS, "run_dir"] if c in table]
+    return table[shown].to_string(index=False)
+
+
 def _run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.resume is None):
         raise ConfigError("flsec run: give either a config file or --resume RUN_DIR")
@@ -54,8 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     runs = run_sweep(cfg, progress=not args.quiet)
     keys = list(cfg.sweep)
     table = mean_std_table(runs, keys, SUMMARY_METRICS) if keys else runs
-    shown = [c for c in [*keys, "runs", *SUMMARY_METRICS, "run_dir"] if c in table]
-    print(table[shown].to_string(index=False))
+    print(summary_table(table, keys))
     if keys:
         path = write_sweep(runs, table, Path(cfg.output_dir), cfg.name)
         print(f"sweep summary: {path}")

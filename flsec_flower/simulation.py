@@ -61,7 +61,9 @@ def start_ray(cfg: ExperimentConfig) -> None:
 
     Done before the simulation so the runner's signal handlers can be put
     back after ``ray.init`` replaces the SIGTERM one; Flower then finds Ray
-    initialised and uses it (and shuts it down at the end).
+    initialised and uses it (and shuts it down at the end). Attaching to an
+    existing cluster (``RAY_ADDRESS``) prints one line with its address and
+    resources (:func:`describe_cluster`).
     """
     import ray
 
@@ -71,7 +73,19 @@ def start_ray(cfg: ExperimentConfig) -> None:
     pythonpath = os.pathsep.join(p for p in parts if p)
     os.environ["PYTHONPATH"] = pythonpath  # the actors import this checkout
     init_args = {"include_dashboard": False, **backend_config(cfg)["init_args"]}
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    info = ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    if "address" in init_args:
+        address = info.address_info.get("gcs_address") or init_args["address"]
+        print(describe_cluster(address, ray.cluster_resources()))
+
+
+def describe_cluster(address: str, resources: dict[str, float]) -> str:
+    """One line naming the Ray cluster attached to and its CPUs, GPUs and memory."""
+    memory = resources.get("memory", 0.0) / 2**30
+    return (
+        f"attached to Ray cluster at {address}: {resources.get('CPU', 0.0):g} CPUs, "
+        f"{resources.get('GPU', 0.0):g} GPUs, {memory:.1f} GiB memory"
+    )
 
 
 def validate(cfg: ExperimentConfig) -> None:
