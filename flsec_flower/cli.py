@@ -1,4 +1,4 @@
-"""The ``flsec`` command: ``run``, ``demo``, ``report`` and ``baseline``.
+"""The ``flsec`` command: ``run``, ``demo``, ``report``, ``list`` and ``baseline``.
 
 Arguments are parsed and the config validated before torch, Ray and Flower
 are imported (each subcommand imports what it needs), so ``flsec --help``
@@ -133,6 +133,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from flsec_flower.catalog import render_markdown, render_text, sections
+
+    print((render_markdown if args.markdown else render_text)(sections()), end="")
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from flsec_flower.baselines import BASELINES_DIR, run_baseline
     from flsec_flower.config import parse_override
@@ -188,6 +195,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    listing = sub.add_parser(
+        "list",
+        help="every dataset, partition kind, model, rule, wrapper and attack, with parameters",
+    )
+    listing.add_argument("--markdown", action="store_true", help="Markdown tables (the README's)")
+    listing.set_defaults(func=_list)
+
+
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
     base = sub.add_parser("baseline", help="reproduce a paper's tables from baselines/<slug>/")
     base.add_argument("slug", help="folder under baselines/, e.g. data-distribution")
@@ -219,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_report(sub)
+    _add_list(sub)
     _add_baseline(sub)
     return parser
 

@@ -120,17 +120,28 @@ def _lookup(table: dict[str, Any], name: str, key: str) -> Any:
     return table[name]
 
 
-def _user_parameters(cls: type) -> list[str]:
-    names = []
+def parameters(cls: type) -> list[inspect.Parameter]:
+    """The config parameters of a rule, wrapper or attack class, from its constructors.
+
+    Walks the class's ``__init__`` signatures from the most derived up to
+    :class:`RobustStrategy` / :class:`HonestClient`; a name's first
+    occurrence (the most derived, with its default) wins. The runner's own
+    arguments (``inner``, ``server_lr``, ``device``, ``env`` ...) are left out.
+    """
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if klass is object or "__init__" not in vars(klass):
             continue
         for p in inspect.signature(klass.__init__).parameters.values():
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                names.append(p.name)
+                found.setdefault(p.name, p)
         if klass in (RobustStrategy, HonestClient):
             break
-    return [n for n in dict.fromkeys(names) if n not in _COMMON and n not in ("env", "model")]
+    return [p for n, p in found.items() if n not in _COMMON and n not in ("env", "model")]
+
+
+def _user_parameters(cls: type) -> list[str]:
+    return [p.name for p in parameters(cls)]
 
 
 def _construct(cls: type, params: dict, key: str, **fixed: Any) -> Any:
