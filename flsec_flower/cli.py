@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix: printed as one line, exit status 2."""
     errors: list[type[BaseException]] = [ConfigError, FileNotFoundError, NotADirectoryError]
     data = sys.modules.get("flsec_flower.data.dataset")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
-        if isinstance(err, _user_errors()):
+        if isinstance(err, user_errors()):
             print(f"flsec: error: {err}", file=sys.stderr)
             return EXIT_USER_ERROR
         if isinstance(err, _run_failures()):
