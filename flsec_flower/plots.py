@@ -4,9 +4,10 @@
 backdoor accuracy, bias, accuracy by group), so no line hides another of a
 different meaning. Several lines share a panel only when they measure the same
 quantity on different subsets (groups, classes); those get distinct colours,
-line styles and markers, and their legend sits outside the plotting area. The
-attacked group of a group-mode fairness attack (``attacked_group_accuracy``)
-is drawn thick, red and on top.
+line styles and markers, series with equal values share one line and one
+legend entry, and the legend sits outside the plotting area. The attacked
+group of a group-mode fairness attack (``attacked_group_accuracy``) is a
+thick red band under the other lines (it hides none of them).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 SCALAR_PANELS: list[tuple[str, str, bool]] = [
     ("accuracy", "Test accuracy", True),
@@ -35,6 +38,7 @@ SCALAR_PANELS: list[tuple[str, str, bool]] = [
 ATTACKED_GROUP = "attacked_group_accuracy"
 GROUP_TITLE = "Accuracy by group"
 _LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
+_LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "borderaxespad": 0.0}
 
 
 def _styles() -> Iterator[dict]:
@@ -73,15 +77,16 @@ def accuracy_figure(df: pd.DataFrame) -> plt.Figure:
 
     One panel per quantity of :data:`SCALAR_PANELS` that ``df`` has, then,
     when the run measured accuracy on subsets, a full-width panel
-    :data:`GROUP_TITLE` with one styled line per subset and its legend to the
-    right of the axes.
+    :data:`GROUP_TITLE` with one styled line per subset and its legend below
+    the axes.
     """
     scalars = [p for p in SCALAR_PANELS if p[0] in df and pd.api.types.is_numeric_dtype(df[p[0]])]
     groups = group_columns(df)
-    cols = 2 if len(scalars) > 1 else 1
+    cols = len(scalars) if len(scalars) <= 3 else 2
     rows = math.ceil(len(scalars) / cols)
-    fig = plt.figure(figsize=(11, 3.2 * (rows + bool(groups))))
-    grid = fig.add_gridspec(rows + bool(groups), cols)
+    fig = plt.figure(figsize=(11, 3.2 * rows + 4.5 * bool(groups)), layout="constrained")
+    heights = [1.0] * rows + [1.4] * bool(groups)
+    grid = fig.add_gridspec(rows + bool(groups), cols, height_ratios=heights)
     for i, (col, title, is_accuracy) in enumerate(scalars):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         ax.plot(df["round"], df[col], marker=".", color="tab:red" if col == "loss" else "tab:blue")
@@ -89,23 +94,36 @@ def accuracy_figure(df: pd.DataFrame) -> plt.Figure:
     if groups:
         ax = fig.add_subplot(grid[rows, :])
         styles = _styles()
-        for col in groups:
-            if col == ATTACKED_GROUP:
-                ax.plot(
-                    df["round"],
-                    df[col],
-                    color="crimson",
-                    linewidth=3.5,
-                    marker="o",
-                    zorder=5,
-                    label=f"{col} (attacked group)",
-                )
+        for same in _identical(df, groups):
+            label = " = ".join(same)
+            if ATTACKED_GROUP in same:
+                style = {"color": "crimson", "linewidth": 7, "alpha": 0.5, "zorder": 1.5}
+                label += " (attacked group)"
             else:
-                ax.plot(df["round"], df[col], label=col, **next(styles))
+                style = next(styles)
+            ax.plot(df["round"], df[same[0]], label=label, **style)
         _label(ax, GROUP_TITLE, "accuracy", True)
-        ax.legend(fontsize="small", **_LEGEND_OUTSIDE)
-    fig.tight_layout()
+        ax.legend(fontsize="small", ncol=2, **_LEGEND_BELOW)
     return fig
+
+
+def _identical(df: pd.DataFrame, columns: list[str]) -> list[list[str]]:
+    """``columns`` grouped by equal values (NaN equal to NaN), first-seen order.
+
+    Equal series would hide one under the other (the fairness attack's
+    ``target_accuracy`` is ``sex=0_accuracy`` when the target group is
+    ``sex=0``); they become one line whose label names them all.
+    """
+    groups: list[list[str]] = []
+    for col in columns:
+        values = df[col].to_numpy(dtype=float)
+        for same in groups:
+            if np.array_equal(df[same[0]].to_numpy(dtype=float), values, equal_nan=True):
+                same.append(col)
+                break
+        else:
+            groups.append([col])
+    return groups
 
 
 def per_class_figure(evaluated: pd.DataFrame) -> plt.Figure:
@@ -147,6 +165,7 @@ def plot_run(df: pd.DataFrame, run_dir: Path) -> list[Path]:
 
 def _label(ax: Axes, title: str, ylabel: str, is_accuracy: bool) -> None:
     ax.set(xlabel="round", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if is_accuracy:
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
