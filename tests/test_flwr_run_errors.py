@@ -20,7 +20,7 @@ def test_unknown_strategy_name_fails_the_run_with_one_line(tmp_path):
         )
         log = flower.logs(row["run-id"])
     assert row["status"] == "finished:failed", log
-    assert "strategy.name: unknown name 'krumm'" in row["status-details"]
+    assert "strategy.name: unknown name 'krumm'" in row["status-details"], log
     lines = [line for line in log.splitlines() if "krumm" in line]
     assert len(lines) == 1, log
     assert lines[0].endswith(
