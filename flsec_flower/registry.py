@@ -33,7 +33,13 @@ from clients import (
 )
 from flsec_flower.config import ConfigError, ExperimentConfig, StrategyConfig
 from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv, register_reserved_data
+from flsec_flower.experiment import (
+    ClientEnv,
+    client_env,
+    experiment_dataset,
+    malicious_ids,
+    register_reserved_data,
+)
 from strategies import (
     NNM,
     Bucketing,
@@ -233,6 +239,24 @@ def validate_names(strategy: StrategyConfig, attack_name: str | None) -> None:
     _lookup(RULES, strategy.name, "strategy.name")
     if attack_name is not None:
         attack_class(attack_name)
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Check a whole experiment before it runs (see :func:`flsec_flower.simulation.validate`).
+
+    Names, the strategy built once on the CPU, its Byzantine bound against
+    rounds of ``clients_per_round`` updates, the dataset's files, and one
+    attacking client. Shared by ``flsec run`` and the ``flwr run`` ServerApp;
+    it lives here so the ServerApp's thread imports nothing the ClientApp's
+    loader imports at the same time.
+    """
+    validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
+    strategy = build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
+    check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
+    experiment_dataset(cfg)
+    attackers = sorted(malicious_ids(cfg))
+    if attackers:
+        build_client(client_env(cfg, attackers[0]), malicious=True)
 
 
 def _reserved_data(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:

@@ -302,10 +302,8 @@ def _server_fn(context: Context) -> ServerAppComponents:
     parameters, data files) before a run directory exists; a user error fails
     the run with one line in its log (:mod:`flsec_flower.app_errors`).
     """
-    from flsec_flower.simulation import validate
-
     cfg = from_run_config(dict(context.run_config))
-    validate(cfg)
+    registry.validate_experiment(cfg)
     run_dir = new_run_dir(cfg)
     print(f"flsec: writing results to {run_dir.resolve()}", flush=True)
     recorder = RunRecorder(run_dir, cfg, malicious_ids(cfg), progress=False)

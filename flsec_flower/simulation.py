@@ -20,7 +20,6 @@ from flsec_flower.checkpoint import load_checkpoint, read_status
 from flsec_flower.client_app import make_cell_client_fn
 from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
-    client_env,
     client_indices,
     experiment_dataset,
     malicious_ids,
@@ -99,13 +98,7 @@ def validate(cfg: ExperimentConfig) -> None:
     A rule's ``f`` that rounds of ``clients_per_round`` updates cannot meet
     (under ``on_too_few: raise``) is a config error too.
     """
-    registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
-    strategy = registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
-    registry.check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
-    experiment_dataset(cfg)
-    attackers = sorted(malicious_ids(cfg))
-    if attackers:
-        registry.build_client(client_env(cfg, attackers[0]), malicious=True)
+    registry.validate_experiment(cfg)
 
 
 def _shared_federation(cfgs: list[ExperimentConfig]) -> None:
