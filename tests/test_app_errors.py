@@ -58,3 +58,10 @@ def test_server_app_rejects_a_bad_run_config_before_any_run_directory(tmp_path, 
         _server_fn(_context(config))
     assert str(err.value).startswith(message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_server_app_builds_a_valid_run_config(tmp_path):
+    components = _server_fn(_context({"output_dir": str(tmp_path), "rounds": 2}))
+    assert components.config.num_rounds == 2
+    (run_dir,) = list(tmp_path.iterdir())
+    assert (run_dir / "config.yaml").is_file()
