@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from flsec_flower import models, registry
 from flsec_flower.config import PartitionConfig
@@ -41,6 +43,9 @@ PARTITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 """Per name of :data:`~flsec_flower.data.names.PARTITION_KINDS`: description and the
 ``data.partition`` keys it reads."""
+
+README_BEGIN = "<!-- flsec list --markdown: begin -->\n"
+README_END = "<!-- flsec list --markdown: end -->"
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,21 @@ def render_markdown(tables: list[Section]) -> str:
             out.append(f"| `{name}` | {shown} | {text.replace('|', '/')} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def write_readme(path: Path) -> None:
+    """Replace the table between :data:`README_BEGIN` and :data:`README_END` in ``path``.
+
+    ``python -m flsec_flower.catalog [README.md]`` (``make readme-list``)
+    after adding a rule, an attack or a parameter.
+    """
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{path}: no {README_BEGIN.strip()} ... {README_END} markers")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(head + README_BEGIN + render_markdown(sections()) + README_END + tail)
+
+
+if __name__ == "__main__":
+    write_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"))

@@ -9,7 +9,7 @@ from flsec_flower.cli import main
 from flsec_flower.data.names import DATASETS, PARTITION_KINDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BEGIN, END = "<!-- flsec list --markdown: begin -->\n", "<!-- flsec list --markdown: end -->"
+BEGIN, END = catalog.README_BEGIN, catalog.README_END
 
 
 def _section(key):
@@ -22,8 +22,18 @@ def test_readme_table_is_what_flsec_list_markdown_prints(capsys):
     printed = capsys.readouterr().out
     readme = README.read_text()
     assert readme.split(BEGIN, 1)[1].split(END, 1)[0] == printed, (
-        "README.md is stale: paste `flsec list --markdown` between its markers"
+        "README.md is stale: run `make readme-list`"
     )
+
+
+def test_write_readme_replaces_only_the_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{BEGIN}| stale |\n{END}\n\nafter\n")
+    catalog.write_readme(readme)
+    text = readme.read_text()
+    assert text.startswith(f"# title\n\n{BEGIN}**Datasets**")
+    assert text.endswith(f"{END}\n\nafter\n")
+    assert "stale" not in text
 
 
 def test_every_name_a_config_accepts_is_listed():
