@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench readme-list
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+readme-list: $(VENV)/.installed  # regenerate README's `flsec list --markdown` table
+	$(PY) -m flsec_flower.catalog README.md
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/round_time.py

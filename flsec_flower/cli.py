@@ -1,4 +1,4 @@
-"""The ``flsec`` command: ``run``, ``demo``, ``report`` and ``baseline``.
+"""The ``flsec`` command: ``run``, ``demo``, ``report``, ``list`` and ``baseline``.
 
 Arguments are parsed and the config validated before torch, Ray and Flower
 are imported (each subcommand imports what it needs), so ``flsec --help``
@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flsec_flower.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXIT_USER_ERROR = 2
 """A bad config, data file or path: one line on stderr."""
@@ -36,6 +40,15 @@ def _wide_tables() -> None:
     pd.set_option("display.width", 200)
 
 
+def summary_table(table: pd.DataFrame, keys: list[str]) -> str:
+    """The terminal summary of ``flsec run``: sweep keys, then :data:`SUMMARY_METRICS`.
+
+    Metrics a run does not produce (no backdoor, no attacked group) are left out.
+    """
+    shown = [c for c in [*keys, "runs", *SUMMARY_METRICS, "run_dir"] if c in table]
+    return table[shown].to_string(index=False)
+
+
 def _run(args: argparse.Namespace) -> int:
     if (args.config is None) == (args.resume is None):
         raise ConfigError("flsec run: give either a config file or --resume RUN_DIR")
@@ -54,8 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     runs = run_sweep(cfg, progress=not args.quiet)
     keys = list(cfg.sweep)
     table = mean_std_table(runs, keys, SUMMARY_METRICS) if keys else runs
-    shown = [c for c in [*keys, "runs", *SUMMARY_METRICS, "run_dir"] if c in table]
-    print(table[shown].to_string(index=False))
+    print(summary_table(table, keys))
     if keys:
         path = write_sweep(runs, table, Path(cfg.output_dir), cfg.name)
         print(f"sweep summary: {path}")
@@ -121,6 +133,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from flsec_flower.catalog import render_markdown, render_text, sections
+
+    print((render_markdown if args.markdown else render_text)(sections()), end="")
+    return 0
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from flsec_flower.baselines import BASELINES_DIR, run_baseline
     from flsec_flower.config import parse_override
@@ -176,6 +195,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    listing = sub.add_parser(
+        "list",
+        help="every dataset, partition kind, model, rule, wrapper and attack, with parameters",
+    )
+    listing.add_argument("--markdown", action="store_true", help="Markdown tables (the README's)")
+    listing.set_defaults(func=_list)
+
+
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
     base = sub.add_parser("baseline", help="reproduce a paper's tables from baselines/<slug>/")
     base.add_argument("slug", help="folder under baselines/, e.g. data-distribution")
@@ -207,11 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_report(sub)
+    _add_list(sub)
     _add_baseline(sub)
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix: printed as one line, exit status 2."""
     errors: list[type[BaseException]] = [ConfigError, FileNotFoundError, NotADirectoryError]
     data = sys.modules.get("flsec_flower.data.dataset")
@@ -237,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
-        if isinstance(err, _user_errors()):
+        if isinstance(err, user_errors()):
             print(f"flsec: error: {err}", file=sys.stderr)
             return EXIT_USER_ERROR
         if isinstance(err, _run_failures()):

@@ -295,6 +295,13 @@ _BUILDERS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "resnet50": cifar_resnet50,
 }
 assert tuple(_BUILDERS) == MODELS
+
+
+def model_builders() -> dict[str, Callable[[tuple[int, ...], int], nn.Module]]:
+    """Name to builder ``(input_shape, num_classes) -> nn.Module`` of every model."""
+    return dict(_BUILDERS)
+
+
 _IMAGE_MODELS = ("lenet5", "cnn_cifar", "resnet18", "vgg11_gn", "cnn_diversefl", "resnet50")
 
 

@@ -34,7 +34,13 @@ from clients import (
 )
 from flsec_flower.config import ConfigError, ExperimentConfig, StrategyConfig
 from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv, register_reserved_data
+from flsec_flower.experiment import (
+    ClientEnv,
+    client_env,
+    experiment_dataset,
+    malicious_ids,
+    register_reserved_data,
+)
 from strategies import (
     NNM,
     Bucketing,
@@ -122,17 +128,28 @@ def _lookup(table: dict[str, Any], name: str, key: str) -> Any:
     return table[name]
 
 
-def _user_parameters(cls: type) -> list[str]:
-    names = []
+def parameters(cls: type) -> list[inspect.Parameter]:
+    """The config parameters of a rule, wrapper or attack class, from its constructors.
+
+    Walks the class's ``__init__`` signatures from the most derived up to
+    :class:`RobustStrategy` / :class:`HonestClient`; a name's first
+    occurrence (the most derived, with its default) wins. The runner's own
+    arguments (``inner``, ``server_lr``, ``device``, ``env`` ...) are left out.
+    """
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if klass is object or "__init__" not in vars(klass):
             continue
         for p in inspect.signature(klass.__init__).parameters.values():
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                names.append(p.name)
+                found.setdefault(p.name, p)
         if klass in (RobustStrategy, HonestClient):
             break
-    return [n for n in dict.fromkeys(names) if n not in _COMMON and n not in ("env", "model")]
+    return [p for n, p in found.items() if n not in _COMMON and n not in ("env", "model")]
+
+
+def _user_parameters(cls: type) -> list[str]:
+    return [p.name for p in parameters(cls)]
 
 
 def _construct(cls: type, params: dict, key: str, **fixed: Any) -> Any:
@@ -224,6 +241,24 @@ def validate_names(strategy: StrategyConfig, attack_name: str | None) -> None:
     _lookup(RULES, strategy.name, "strategy.name")
     if attack_name is not None:
         attack_class(attack_name)
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Check a whole experiment before it runs (see :func:`flsec_flower.simulation.validate`).
+
+    Names, the strategy built once on the CPU, its Byzantine bound against
+    rounds of ``clients_per_round`` updates, the dataset's files, and one
+    attacking client. Shared by ``flsec run`` and the ``flwr run`` ServerApp;
+    it lives here so the ServerApp's thread imports nothing the ClientApp's
+    loader imports at the same time.
+    """
+    validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
+    strategy = build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
+    check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
+    experiment_dataset(cfg)
+    attackers = sorted(malicious_ids(cfg))
+    if attackers:
+        build_client(client_env(cfg, attackers[0]), malicious=True)
 
 
 def _reserved_data(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import History, Server, ServerApp, ServerAppComponents, ServerConfig
 from flwr.server.client_manager import SimpleClientManager
 
-from flsec_flower import registry
+from flsec_flower import app_errors, registry
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.evaluation import CentralEvaluator
 from flsec_flower.experiment import experiment_dataset, malicious_ids, participation_schedule
@@ -296,12 +296,19 @@ def _give_root_data(strategy: RobustStrategy, cfg: ExperimentConfig) -> None:
 
 
 def _server_fn(context: Context) -> ServerAppComponents:
+    """The server of ``flwr run``: the experiment comes from the run config.
+
+    The config is validated as ``flsec run`` validates a YAML file (names,
+    parameters, data files) before a run directory exists; a user error fails
+    the run with one line in its log (:mod:`flsec_flower.app_errors`).
+    """
     cfg = from_run_config(dict(context.run_config))
-    registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
+    registry.validate_experiment(cfg)
     run_dir = new_run_dir(cfg)
     print(f"flsec: writing results to {run_dir.resolve()}", flush=True)
     recorder = RunRecorder(run_dir, cfg, malicious_ids(cfg), progress=False)
     return build_server(cfg, recorder)
 
 
+app_errors.install()
 app = ServerApp(server_fn=_server_fn)

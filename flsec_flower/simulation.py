@@ -20,7 +20,6 @@ from flsec_flower.checkpoint import load_checkpoint, read_status
 from flsec_flower.client_app import make_cell_client_fn
 from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
-    client_env,
     client_indices,
     experiment_dataset,
     malicious_ids,
@@ -61,7 +60,9 @@ def start_ray(cfg: ExperimentConfig) -> None:
 
     Done before the simulation so the runner's signal handlers can be put
     back after ``ray.init`` replaces the SIGTERM one; Flower then finds Ray
-    initialised and uses it (and shuts it down at the end).
+    initialised and uses it (and shuts it down at the end). Attaching to an
+    existing cluster (``RAY_ADDRESS``) prints one line with its address and
+    resources (:func:`describe_cluster`).
     """
     import ray
 
@@ -71,7 +72,19 @@ def start_ray(cfg: ExperimentConfig) -> None:
     pythonpath = os.pathsep.join(p for p in parts if p)
     os.environ["PYTHONPATH"] = pythonpath  # the actors import this checkout
     init_args = {"include_dashboard": False, **backend_config(cfg)["init_args"]}
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    info = ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    if "address" in init_args:
+        address = info.address_info.get("gcs_address") or init_args["address"]
+        print(describe_cluster(address, ray.cluster_resources()))
+
+
+def describe_cluster(address: str, resources: dict[str, float]) -> str:
+    """One line naming the Ray cluster attached to and its CPUs, GPUs and memory."""
+    memory = resources.get("memory", 0.0) / 2**30
+    return (
+        f"attached to Ray cluster at {address}: {resources.get('CPU', 0.0):g} CPUs, "
+        f"{resources.get('GPU', 0.0):g} GPUs, {memory:.1f} GiB memory"
+    )
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -85,13 +98,7 @@ def validate(cfg: ExperimentConfig) -> None:
     A rule's ``f`` that rounds of ``clients_per_round`` updates cannot meet
     (under ``on_too_few: raise``) is a config error too.
     """
-    registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
-    strategy = registry.build_strategy(cfg.strategy, device="cpu", seed=cfg.seed)
-    registry.check_round_size(cfg.strategy, strategy, cfg.sampled_clients)
-    experiment_dataset(cfg)
-    attackers = sorted(malicious_ids(cfg))
-    if attackers:
-        registry.build_client(client_env(cfg, attackers[0]), malicious=True)
+    registry.validate_experiment(cfg)
 
 
 def _shared_federation(cfgs: list[ExperimentConfig]) -> None:

@@ -1,0 +1,89 @@
+"""``flsec list``: the names a config accepts, their parameters and defaults; the README's copy."""
+
+from pathlib import Path
+
+import pytest
+
+from flsec_flower import catalog
+from flsec_flower.cli import main
+from flsec_flower.data.names import DATASETS, PARTITION_KINDS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN, END = catalog.README_BEGIN, catalog.README_END
+
+
+def _section(key):
+    (section,) = [s for s in catalog.sections() if s.key == key]
+    return {name: (params, text) for name, params, text in section.rows}
+
+
+def test_readme_table_is_what_flsec_list_markdown_prints(capsys):
+    assert main(["list", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    readme = README.read_text()
+    assert readme.split(BEGIN, 1)[1].split(END, 1)[0] == printed, (
+        "README.md is stale: run `make readme-list`"
+    )
+
+
+def test_write_readme_replaces_only_the_table(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{BEGIN}| stale |\n{END}\n\nafter\n")
+    catalog.write_readme(readme)
+    text = readme.read_text()
+    assert text.startswith(f"# title\n\n{BEGIN}**Datasets**")
+    assert text.endswith(f"{END}\n\nafter\n")
+    assert "stale" not in text
+
+
+def test_every_name_a_config_accepts_is_listed():
+    from flsec_flower import registry
+    from flsec_flower.config import MODELS
+
+    assert tuple(_section("data.dataset")) == DATASETS
+    assert tuple(_section("data.partition.kind")) == PARTITION_KINDS
+    assert tuple(_section("model.name")) == MODELS
+    assert set(_section("strategy.name")) == set(registry.RULES)
+    assert set(_section("strategy.wrappers[i].name")) == set(registry.WRAPPERS)
+    assert set(_section("attack.name")) == set(registry.ATTACKS)
+
+
+def test_parameters_come_with_their_defaults():
+    rules = _section("strategy.name")
+    assert rules["krum"][0] == ("f", "on_too_few='raise'", "weighted=False")
+    assert rules["trimmed_mean"][0][:2] == ("b=None", "beta=None")
+    wrappers = _section("strategy.wrappers[i].name")
+    assert wrappers["bucketing"][0][:2] == ("s=2", "mode='bucketing'")
+    fairness = _section("attack.name")["fairness_attack"][0]
+    assert "group=None" in fairness and "forced_label=0" in fairness
+    partitions = _section("data.partition.kind")
+    assert partitions["dirichlet"][0] == ("alpha=0.5",)
+    assert partitions["iid"][0] == ()
+
+
+@pytest.mark.parametrize("key", ["strategy.name", "attack.name"])
+def test_listed_parameters_are_the_ones_the_registry_accepts(key):
+    from flsec_flower.config import ConfigError
+    from flsec_flower.registry import ATTACKS, RULES, _construct
+
+    table = RULES if key == "strategy.name" else ATTACKS
+    for name, (params, _) in _section(key).items():
+        with pytest.raises(ConfigError) as err:
+            _construct(table[name], {"no_such_parameter": 1}, f"{key}.params")
+        allowed = err.value.args[0].split("allowed: ", 1)[1]
+        assert allowed == (", ".join(p.split("=")[0] for p in params) or "(none)"), name
+
+
+def test_text_listing_names_the_config_key_of_each_section(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Aggregation rules (strategy.name):" in out
+    assert "Attacks (attack.name):" in out
+    krum = next(line for line in out.splitlines() if line.strip().startswith("krum "))
+    assert krum.split(None, 1)[1] == "f, on_too_few='raise', weighted=False"
+
+
+def test_descriptions_are_markdown_not_restructured_text():
+    assert catalog._summary("Flower strategy for :func:`~x.mean`, ``w``.\n\nMore.") == (
+        "Flower strategy for `x.mean`, `w`."
+    )
