@@ -147,9 +147,8 @@ def test_finished_cell_needs_all_rounds_and_the_same_config(tmp_path):
 @pytest.mark.slow
 def test_smoke_every_cell_runs_and_tables_are_written(tmp_path):
     out = tmp_path / "out"
-    files = run_baseline(
-        SLUG, scale="smoke", out=out, seeds=[0], root=_root(tmp_path), progress=False
-    )
+    root = _root(tmp_path)
+    files = run_baseline(SLUG, scale="smoke", out=out, seeds=[0], root=root, progress=False)
     names = {f.name for f in files}
     for table in ("table1_fairness", "table2_robustness", "table3_rlr"):
         assert {f"{table}.md", f"{table}.csv"} <= names
@@ -159,9 +158,7 @@ def test_smoke_every_cell_runs_and_tables_are_written(tmp_path):
     table4 = pd.read_csv(out / "table4_bias_attack.csv")
     assert list(table4["alpha"]) == [1.0, 0.5, 0.25]
     assert table4["Bias (ours)"].str.contains("±").all()
-    again = run_baseline(
-        SLUG, scale="smoke", out=out, seeds=[0], root=_root(tmp_path / "again"), progress=False
-    )
+    again = run_baseline(SLUG, scale="smoke", out=out, seeds=[0], root=root, progress=False)
     assert len(list((out / "runs").iterdir())) == 9  # resumed: nothing ran twice
     assert {f.name for f in again} == names
 
