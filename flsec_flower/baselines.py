@@ -24,6 +24,14 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
         x: data.partition.alpha
         y: final_bias
         configs: {no attack: fmnist-clean, backdoor: fmnist-backdoor}
+      - name: curve                  # x: round plots a metric per round (metrics.jsonl)
+        x: round
+        y: accuracy
+        by: data.num_clients         # optional: one curve per value of a swept key
+        configs: {attack: fmnist-backdoor}
+
+A config entry may carry its own ``scales: {quick: {attack.start_round: 5}}``,
+applied after the scale's overrides.
 
 A *cell* is one run: a config at one point of its ``sweep`` and one seed,
 named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
@@ -52,7 +60,7 @@ from flsec_flower.config import (
     from_dict,
     read_yaml,
 )
-from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, load_results
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 """The repository's ``baselines/`` folder."""
@@ -117,8 +125,8 @@ def load_baseline(slug: str, root: Path = BASELINES_DIR) -> Baseline:
     return Baseline(slug, folder, spec, configs)
 
 
-def _value_label(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+def _value_label(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def cells(
@@ -130,7 +138,9 @@ def cells(
 ) -> tuple[list[Cell], list[tuple[str, str]]]:
     """Expand every config into cells at ``scale``; also return the skipped configs.
 
-    Each config gets the scale's overrides, then ``extra``, then
+    Each config gets the scale's overrides, then its own entry's overrides
+    for that scale (``configs[i].scales.<scale>``, e.g. an attack's start
+    round scaled with the rounds), then ``extra``, then
     ``output_dir = <out>/runs``; its sweep is expanded and crossed with the
     seeds. Cells are ordered seed by seed, so an interrupted run has every
     table at fewer seeds rather than some tables complete and others empty.
@@ -147,13 +157,13 @@ def cells(
             f"allowed: {', '.join(baseline.scales)}"
         )
     seeds = list(seeds if seeds is not None else baseline.spec.get("seeds") or [0])
-    overrides = {**(baseline.scales[scale] or {}), **(extra or {})}
-    if out is not None:
-        overrides["output_dir"] = str(Path(out) / "runs")
+    output = {} if out is None else {"output_dir": str(Path(out) / "runs")}
     per_config: list[tuple[str, list[tuple[dict[str, Any], ExperimentConfig]]]] = []
     skipped: list[tuple[str, str]] = []
     for entry in baseline.configs:
         path = baseline.folder / entry["file"]
+        own = (entry.get("scales") or {}).get(scale) or {}
+        overrides = {**(baseline.scales[scale] or {}), **own, **(extra or {}), **output}
         try:
             cfg = from_dict(read_yaml(path), overrides.items())
             points = expand_sweep(cfg)
@@ -252,11 +262,16 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
 
 
 def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
-    """One row per finished cell: its sweep point, seed, config name and summary metrics."""
+    """One row per finished cell: its sweep point, seed, config name and summary metrics.
+
+    A swept mapping or list (e.g. a whole ``strategy``) is written as its
+    one-line JSON, so tables and figures can group by it.
+    """
     rows = []
     for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
-        rows.append({**summary, **c.point, "run_dir": str(run_dirs[c.name])})
+        point = {k: _value_label(v) for k, v in c.point.items()}
+        rows.append({**summary, **point, "run_dir": str(run_dirs[c.name])})
     return pd.DataFrame(rows)
 
 
@@ -311,8 +326,28 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def round_curves(subset: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and std over ``subset``'s cells of ``metric`` per round, from their metrics files.
+
+    Rounds where the metric was not evaluated are left out.
+    """
+    frames = []
+    for run_dir in subset["run_dir"]:
+        df = load_results(run_dir)
+        if metric in df:
+            frames.append(df[["round", metric]].dropna())
+    if not frames:
+        return pd.DataFrame(columns=["mean", "std"])
+    return pd.concat(frames).groupby("round")[metric].agg(["mean", "std"]).fillna(0.0)
+
+
 def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
-    """Mean of ``spec["y"]`` against ``spec["x"]`` per config, std as error bars."""
+    """Mean of ``spec["y"]`` against ``spec["x"]`` per config, std as error bars.
+
+    With ``x: round`` the curve is ``spec["y"]`` per round, read from each
+    cell's metrics file (std as a band); ``by: <swept key>`` then draws one
+    curve per value of that key in each config.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,6 +356,18 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, config in spec["configs"].items():
         subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
+        if spec["x"] == "round":
+            by = spec.get("by")
+            parts = subset.groupby(by, sort=False) if by and not subset.empty else [("", subset)]
+            for value, part in parts:
+                stats = round_curves(part, spec["y"]) if len(part) else pd.DataFrame()
+                if stats.empty:
+                    continue
+                name = f"{label}, {by.rsplit('.', 1)[-1]} {value}" if by else label
+                ax.plot(stats.index, stats["mean"], marker=".", label=name)
+                low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
+                ax.fill_between(stats.index, low, high, alpha=0.2)
+            continue
         if subset.empty or spec["y"] not in subset:
             continue
         stats = subset.groupby(spec["x"])[spec["y"]].agg(["mean", "std"]).fillna(0.0)
