@@ -44,6 +44,7 @@ so an interrupted baseline resumes where it stopped. Cells that share
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 import time
@@ -191,7 +192,7 @@ def finished_run(cell: Cell) -> Path | None:
     """The cell's run folder if one holds the same resolved config and all its rounds."""
     root = Path(cell.cfg.output_dir)
     wanted = cell.cfg.to_dict()
-    for run_dir in sorted(root.glob(f"{cell.name}-*"), reverse=True):
+    for run_dir in sorted(root.glob(f"{glob.escape(cell.name)}-*"), reverse=True):
         try:
             saved = read_yaml(run_dir / CONFIG_FILE)
             lines = (run_dir / METRICS_FILE).read_text().splitlines()

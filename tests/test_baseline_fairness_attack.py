@@ -14,6 +14,7 @@ from flsec_flower.baselines import (
     Cell,
     build_table,
     cells,
+    finished_run,
     load_baseline,
     round_curves,
     run_baseline,
@@ -21,7 +22,7 @@ from flsec_flower.baselines import (
 )
 from flsec_flower.config import from_dict
 from flsec_flower.experiment import client_env, client_indices, experiment_dataset, malicious_ids
-from flsec_flower.results import METRICS_FILE, SUMMARY_FILE
+from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 SLUG = "fairness-attack"
 
@@ -144,3 +145,16 @@ def test_smoke_every_cell_runs_and_tables_and_figures_are_written(tmp_path):
     assert adult["final_attacked_group_accuracy"].between(0, 1).all()
     defences = pd.read_csv(out / "defences_adult.csv")
     assert len(defences) == 6 and defences["Overall"].str.contains("±").all()
+
+
+def test_finished_cell_with_a_swept_list_in_its_name_is_found(tmp_path):
+    todo, _ = cells(load_baseline(SLUG), "quick", seeds=[0], out=tmp_path / "out")
+    cell = next(c for c in todo if "rlr" in c.name)
+    assert "[" in cell.name  # the wrappers list: a glob character class if not escaped
+    run_dir = Path(cell.cfg.output_dir) / f"{cell.name}-20260101-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cell.cfg.to_dict(), sort_keys=False))
+    rounds = range(cell.cfg.rounds + 1)
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps({"round": r}) + "\n" for r in rounds))
+    (run_dir / SUMMARY_FILE).write_text("name\nx\n")
+    assert finished_run(cell) == run_dir
