@@ -266,14 +266,19 @@ def summary_frame(todo: list[Cell], run_dirs: dict[str, Path]) -> pd.DataFrame:
     """One row per finished cell: its sweep point, seed, config name and summary metrics.
 
     A swept mapping or list (e.g. a whole ``strategy``) is written as its
-    one-line JSON, so tables and figures can group by it.
+    one-line JSON, so tables and figures can group by it. Swept values keep
+    their type (an integer stays one where other configs sweep other keys).
     """
-    rows = []
+    rows, keys = [], set()
     for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
         point = {k: _value_label(v) for k, v in c.point.items()}
+        keys.update(point)
         rows.append({**summary, **point, "run_dir": str(run_dirs[c.name])})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for key in keys:
+        frame[key] = pd.Series([row.get(key) for row in rows], index=frame.index, dtype=object)
+    return frame
 
 
 def _mean_std(values: pd.Series, percent: bool) -> str:

@@ -158,3 +158,16 @@ def test_finished_cell_with_a_swept_list_in_its_name_is_found(tmp_path):
     (run_dir / METRICS_FILE).write_text("".join(json.dumps({"round": r}) + "\n" for r in rounds))
     (run_dir / SUMMARY_FILE).write_text("name\nx\n")
     assert finished_run(cell) == run_dir
+
+
+def test_swept_integers_stay_integers_when_other_configs_lack_the_key(tmp_path):
+    todo, runs = [], {}
+    for i, point in enumerate([{"data.num_clients": 3}, {"strategy": {"name": "median"}}]):
+        cfg = from_dict({"name": f"c{i}", "data": {"num_clients": 4}})
+        todo.append(Cell(cfg, {**point, "seed": 0, "config": f"t{i}"}))
+        runs[cfg.name] = _run_dir(tmp_path / f"c{i}", [0.5], {"final_accuracy": 0.5})
+    frame = summary_frame(todo, runs)
+    spec = {"config": "t0", "rows": "data.num_clients", "columns": {"Acc": "final_accuracy"}}
+    table = build_table(frame, {**spec, "paper": {3: {"Acc": "50"}}})
+    assert table["num_clients"].tolist() == [3]  # the paper's row 3 matched, not "3.0" + pending
+    assert table["Acc (ours)"].tolist() == ["0.5000 ± 0.0000"]
