@@ -352,17 +352,20 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
 
     With ``x: round`` the curve is ``spec["y"]`` per round, read from each
     cell's metrics file (std as a band); ``by: <swept key>`` then draws one
-    curve per value of that key in each config.
+    curve per value of that key in each config, named ``"<config label>,
+    <key> <value>"`` unless ``labels`` maps ``"<config label>, <value>"``
+    to a legend text.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    round_x = spec["x"] == "round"
+    fig, ax = plt.subplots(figsize=(7, 4.5) if round_x else (5, 4))
     for label, config in spec["configs"].items():
         subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
-        if spec["x"] == "round":
+        if round_x:
             by = spec.get("by")
             parts = subset.groupby(by, sort=False) if by and not subset.empty else [("", subset)]
             for value, part in parts:
@@ -370,6 +373,7 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
                 if stats.empty:
                     continue
                 name = f"{label}, {by.rsplit('.', 1)[-1]} {value}" if by else label
+                name = (spec.get("labels") or {}).get(f"{label}, {value}", name)
                 ax.plot(stats.index, stats["mean"], marker=".", label=name)
                 low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
                 ax.fill_between(stats.index, low, high, alpha=0.2)
@@ -383,8 +387,8 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
     ax.set(
         xlabel=spec.get("xlabel", spec["x"]),
         ylabel=spec.get("ylabel", spec["y"]),
-        title=spec.get("title", ""),
     )
+    ax.set_title(spec.get("title", ""), fontsize="medium")
     if spec.get("log_x"):
         ax.set_xscale("log")
     if ax.lines:
