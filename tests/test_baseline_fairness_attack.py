@@ -53,6 +53,9 @@ def test_quick_scale_keeps_every_row_of_the_paper():
     for rule in ('"fedavg"', '"krum"', '"median"', '"norm_clip"', '"flame"', '"rlr"'):
         assert rule in names
     assert len(rules) == 6
+    clean = {json.dumps(c.point["strategy"], sort_keys=True) for c in quick["adult-defences-clean"]}
+    assert clean == rules
+    assert {c.cfg.attack.num_malicious for c in quick["adult-defences-clean"]} == {0}
 
 
 def test_cifar_configs_are_the_papers_setting_and_skipped():
@@ -140,7 +143,7 @@ def test_smoke_every_cell_runs_and_tables_and_figures_are_written(tmp_path):
         assert {f"{table}.md", f"{table}.csv"} <= names
     assert {"figure2_attacked_group.png", "defences_attacked_group.png"} <= names
     runs = pd.read_csv(out / "cells.csv")
-    assert len(runs) == 11 and runs["final_accuracy"].between(0, 1).all()
+    assert len(runs) == 17 and runs["final_accuracy"].between(0, 1).all()
     adult = runs[runs["config"].str.startswith("adult")]
     assert adult["final_attacked_group_accuracy"].between(0, 1).all()
     defences = pd.read_csv(out / "defences_adult.csv")
