@@ -408,7 +408,8 @@ def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str)
         table = build_table(runs, spec)
         md = out / f"{spec['name']}.md"
         note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
-        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{markdown(table)}")
+        body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
+        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
         table.to_csv(out / f"{spec['name']}.csv", index=False)
         written += [md, out / f"{spec['name']}.csv"]
     for spec in baseline.spec.get("figures") or []:

@@ -174,3 +174,20 @@ def test_swept_integers_stay_integers_when_other_configs_lack_the_key(tmp_path):
     table = build_table(frame, {**spec, "paper": {3: {"Acc": "50"}}})
     assert table["num_clients"].tolist() == [3]  # the paper's row 3 matched, not "3.0" + pending
     assert table["Acc (ours)"].tolist() == ["0.5000 ± 0.0000"]
+
+
+def test_a_table_without_finished_cells_says_pending(tmp_path):
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "x.yaml").write_text(yaml.safe_dump({"name": "x", "rounds": 1}))
+    spec = {
+        "configs": [{"file": "x.yaml"}],
+        "scales": {"quick": {}},
+        "tables": [
+            {"name": "t", "config": "x", "rows": "seed", "columns": {"A": "final_accuracy"}}
+        ],
+    }
+    (folder / "baseline.yaml").write_text(yaml.safe_dump(spec))
+    run_baseline("b", out=tmp_path / "out", root=tmp_path, progress=False, run=False)
+    text = (tmp_path / "out" / "t.md").read_text()
+    assert text.endswith("pending (not run): no finished cell.\n")
