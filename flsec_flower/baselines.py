@@ -28,6 +28,14 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
         x: data.partition.alpha
         y: final_bias
         configs: {no attack: fmnist-clean, backdoor: fmnist-backdoor}
+      - name: curve                  # x: round plots a metric per round (metrics.jsonl)
+        x: round
+        y: accuracy
+        by: data.num_clients         # optional: one curve per value of a swept key
+        configs: {attack: fmnist-backdoor}
+
+A config entry may carry its own ``scales: {quick: {attack.start_round: 5}}``,
+applied after the scale's overrides.
 
 A *cell* is one run: a config at one point of its ``sweep`` and one seed,
 named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
@@ -45,6 +53,7 @@ from anywhere.
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 import time
@@ -62,7 +71,7 @@ from flsec_flower.config import (
     read_yaml,
     resolve_paths,
 )
-from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, load_results
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 """The repository's ``baselines/`` folder."""
@@ -75,7 +84,7 @@ TABLE_KEYS = {
 }
 FIGURE_KEYS = {
     "required": ("name", "x", "y", "configs"),
-    "optional": ("title", "xlabel", "ylabel", "log_x"),
+    "optional": ("title", "xlabel", "ylabel", "log_x", "by", "labels"),
 }
 
 
@@ -152,8 +161,8 @@ def load_baseline(slug: str, root: Path = BASELINES_DIR) -> Baseline:
     return Baseline(slug, folder, spec, configs)
 
 
-def _value_label(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+def _value_label(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def cells(
@@ -202,9 +211,8 @@ def cells(
             raise ConfigError(f"{path}: {err}") from err
         if entry.get("skip"):
             skipped.append((cfg.name, str(entry["skip"])))
-        elif "scales" in entry and scale not in entry["scales"]:
-            only = ", ".join(map(str, entry["scales"]))
-            skipped.append((cfg.name, f"not at scale {scale!r}; runs at: {only}"))
+        elif isinstance(only, list) and scale not in only:
+            skipped.append((cfg.name, f"not at scale {scale!r}; runs at: {', '.join(only)}"))
         else:
             per_config.append((cfg.name, points))
     result: list[Cell] = []
@@ -225,7 +233,7 @@ def finished_run(cell: Cell) -> Path | None:
     """The cell's run folder if one holds the same resolved config and all its rounds."""
     root = Path(cell.cfg.output_dir)
     wanted = cell.cfg.to_dict()
-    for run_dir in sorted(root.glob(f"{cell.name}-*"), reverse=True):
+    for run_dir in sorted(root.glob(f"{glob.escape(cell.name)}-*"), reverse=True):
         try:
             saved = read_yaml(run_dir / CONFIG_FILE)
             lines = (run_dir / METRICS_FILE).read_text().splitlines()
@@ -334,15 +342,19 @@ def summary_frame(
     Swept mappings and lists are written as their one-line JSON. Each of
     ``keys`` that is not a swept key (a table's ``rows`` or a figure's ``x``
     may name any config key) is added as a column of the cell's resolved
-    value (:func:`config_value`).
+    value (:func:`config_value`). Swept values keep their type.
     """
-    rows = []
+    rows, swept = [], set()
     for c in (c for c in todo if c.name in run_dirs):
         summary = pd.read_csv(run_dirs[c.name] / SUMMARY_FILE).iloc[0].to_dict()
         point = {k: _hashable(v) for k, v in c.point.items()}
+        swept.update(point)
         resolved = {k: config_value(c.cfg, k) for k in keys if k not in point}
         rows.append({**summary, **resolved, **point, "run_dir": str(run_dirs[c.name])})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for key in swept:  # swept values keep their type (an integer stays one)
+        frame[key] = pd.Series([row.get(key) for row in rows], index=frame.index, dtype=object)
+    return frame
 
 
 def _mean_std(values: pd.Series, percent: bool) -> str:
@@ -396,16 +408,52 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def round_curves(subset: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and std over ``subset``'s cells of ``metric`` per round, from their metrics files.
+
+    Rounds where the metric was not evaluated are left out.
+    """
+    frames = []
+    for run_dir in subset["run_dir"]:
+        df = load_results(run_dir)
+        if metric in df:
+            frames.append(df[["round", metric]].dropna())
+    if not frames:
+        return pd.DataFrame(columns=["mean", "std"])
+    return pd.concat(frames).groupby("round")[metric].agg(["mean", "std"]).fillna(0.0)
+
+
 def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
-    """Mean of ``spec["y"]`` against ``spec["x"]`` per config, std as error bars."""
+    """Mean of ``spec["y"]`` against ``spec["x"]`` per config, std as error bars.
+
+    With ``x: round`` the curve is ``spec["y"]`` per round, read from each
+    cell's metrics file (std as a band); ``by: <swept key>`` then draws one
+    curve per value of that key in each config, named ``"<config label>,
+    <key> <value>"`` unless ``labels`` maps ``"<config label>, <value>"``
+    to a legend text.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    round_x = spec["x"] == "round"
+    fig, ax = plt.subplots(figsize=(7, 4.5) if round_x else (5, 4))
     for label, config in spec["configs"].items():
         subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
+        if round_x:
+            by = spec.get("by")
+            parts = subset.groupby(by, sort=False) if by and not subset.empty else [("", subset)]
+            for value, part in parts:
+                stats = round_curves(part, spec["y"]) if len(part) else pd.DataFrame()
+                if stats.empty:
+                    continue
+                name = f"{label}, {by.rsplit('.', 1)[-1]} {value}" if by else label
+                name = (spec.get("labels") or {}).get(f"{label}, {value}", name)
+                ax.plot(stats.index, stats["mean"], marker=".", label=name)
+                low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
+                ax.fill_between(stats.index, low, high, alpha=0.2)
+            continue
         if subset.empty or spec["y"] not in subset:
             continue
         stats = subset.groupby(spec["x"])[spec["y"]].agg(["mean", "std"]).fillna(0.0)
@@ -415,8 +463,8 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
     ax.set(
         xlabel=spec.get("xlabel", spec["x"]),
         ylabel=spec.get("ylabel", spec["y"]),
-        title=spec.get("title", ""),
     )
+    ax.set_title(spec.get("title", ""), fontsize="medium")
     if spec.get("log_x"):
         ax.set_xscale("log")
     if ax.lines:
@@ -436,7 +484,8 @@ def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str)
         table = build_table(runs, spec)
         md = out / f"{spec['name']}.md"
         note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
-        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{markdown(table)}")
+        body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
+        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
         table.to_csv(out / f"{spec['name']}.csv", index=False)
         written += [md, out / f"{spec['name']}.csv"]
     for spec in baseline.spec.get("figures") or []:

@@ -269,7 +269,7 @@ def adult_mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     Not from a paper: Rance & Svoboda evaluate the fairness attack only with
     a ResNet-50 on CIFAR-10 (``resnet50``); this is the project's model for
     the attack's attribute-group variant on UCI Adult (103 one-hot
-    features). 103*100+100 + 100*100+100 + 100+1 = 20,501 parameters.
+    features). 103*100+100 + 100*100+100 + 100+1 = 20,601 parameters.
     """
     if num_classes != 2:
         raise ValueError(f"adult_mlp is a binary classifier; the dataset has {num_classes} classes")
