@@ -53,15 +53,20 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError, PermissionError) as err:
         raise ConfigError(f"output_dir: cannot create {str(root)!r}: {err.strerror}") from err
+    return fresh_dir(root, cfg.name)
+
+
+def fresh_dir(root: Path, prefix: str) -> Path:
+    """Create and return a new folder ``<root>/<prefix>-<timestamp>[-k]`` (never an old one)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
-        path = root / (f"{cfg.name}-{stamp}" + (f"-{k}" if k else ""))
+        path = root / (f"{prefix}-{stamp}" + (f"-{k}" if k else ""))
         try:
             path.mkdir()
         except FileExistsError:
             continue
         return path
-    raise RuntimeError(f"could not create a run directory under {root}")
+    raise RuntimeError(f"could not create a folder {prefix}-{stamp}-k under {root}")
 
 
 def _clean(value: object) -> object:

@@ -6,7 +6,6 @@ whole ``strategy`` blocks); tables label such values by :func:`cell_label`.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pandas as pd
 import yaml
 
 from flsec_flower.config import ExperimentConfig, expand_sweep
-from flsec_flower.results import SUMMARY_FILE
+from flsec_flower.results import SUMMARY_FILE, fresh_dir
 from flsec_flower.simulation import run_experiments
 
 
@@ -82,15 +81,8 @@ def write_sweep(runs: pd.DataFrame, table: pd.DataFrame, out_dir: Path, name: st
     ``sweep-runs.csv`` (one row per run) and ``sweep-summary.csv`` (mean ± std).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for k in range(1000):
-        folder = out_dir / (f"{name}-sweep-{stamp}" + (f"-{k}" if k else ""))
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        runs.to_csv(folder / "sweep-runs.csv", index=False)
-        path = folder / "sweep-summary.csv"
-        table.to_csv(path, index=False)
-        return path
-    raise RuntimeError(f"could not create a sweep folder under {out_dir}")
+    folder = fresh_dir(out_dir, f"{name}-sweep")
+    runs.to_csv(folder / "sweep-runs.csv", index=False)
+    path = folder / "sweep-summary.csv"
+    table.to_csv(path, index=False)
+    return path
