@@ -28,7 +28,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 
 readme-list: $(VENV)/.installed  # regenerate README's `flsec list --markdown` table
-	$(PY) -m flsec_flower.catalog README.md
+	$(PY) -m flsec_flower.app.catalog README.md
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/round_time.py

@@ -1,6 +1,6 @@
 """How long ``flsec`` takes to answer before any simulation: ``--help`` and a config error.
 
-Each case starts a fresh ``python -m flsec_flower.cli`` process (this
+Each case starts a fresh ``python -m flsec_flower.app.cli`` process (this
 checkout first on ``PYTHONPATH``) and times it to exit, wall clock; the
 median over ``--repeats`` runs is reported against the 1 s target. The
 config-error cases are a YAML key with a bad value, a YAML file that is not
@@ -27,13 +27,13 @@ TARGET_SECONDS = 1.0
 
 
 def time_command(args: list[str], repeats: int) -> dict:
-    """Median wall seconds of ``python -m flsec_flower.cli ARGS``, its exit code and stderr."""
+    """Median wall seconds of ``python -m flsec_flower.app.cli ARGS``, its exit code and stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     seconds, proc = [], None
     for _ in range(repeats):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "flsec_flower.cli", *args],
+            [sys.executable, "-m", "flsec_flower.app.cli", *args],
             capture_output=True,
             text=True,
             env=env,

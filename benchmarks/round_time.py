@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flsec_flower.app.simulation import run_experiment
 from flsec_flower.config import ExperimentConfig, from_dict
 from flsec_flower.experiment import client_env, client_seed
 from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout
 from flsec_flower.results import load_results
-from flsec_flower.simulation import run_experiment
 from flsec_flower.training import train_local
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -8,7 +8,7 @@ the SuperLink's VCE, updated after every message).
 
 Keys are ``flsec.<cell>.<partition_id>.<name>``: ``cell`` numbers the
 experiment when several share one federation
-(:class:`flsec_flower.server_app.SequentialServer`), so experiments never see
+(:class:`flsec_flower.app.server_app.SequentialServer`), so experiments never see
 each other's state. Each entry is an ``ArrayRecord`` of a list of arrays.
 
 When the fit config carries ``"checkpoint_dir"`` (set by the runner when it

@@ -111,7 +111,7 @@ _RESERVED_DATA: list[ReservedData] = []
 def register_reserved_data(reserved: ReservedData) -> None:
     """Install the lookup of the attack's reserved examples.
 
-    The core knows no attack; the assembly layer (``flsec_flower.registry``,
+    The core knows no attack; the assembly layer (``flsec_flower.app.registry``,
     at import) installs a function that asks the configured attack's class.
     """
     _RESERVED_DATA[:] = [reserved]
@@ -123,7 +123,7 @@ def _reserved(cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
         return None
     if not _RESERVED_DATA:
         raise RuntimeError(
-            "an attack's data layout needs the attack classes: import flsec_flower.registry "
+            "an attack's data layout needs the attack classes: import flsec_flower.app.registry "
             "before computing partitions"
         )
     return _RESERVED_DATA[0](cfg, dataset)

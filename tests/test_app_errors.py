@@ -6,9 +6,9 @@ import logging
 import pytest
 from flwr.common import Context, RecordDict
 
-from flsec_flower.app_errors import OneLineUserErrors
+from flsec_flower.app.errors import OneLineUserErrors
+from flsec_flower.app.server_app import _server_fn
 from flsec_flower.config import ConfigError
-from flsec_flower.server_app import _server_fn
 
 
 def _logged(err: BaseException) -> str:

@@ -3,8 +3,8 @@
 import pytest
 
 from flsec_flower import load_results
+from flsec_flower.app.simulation import run_experiment
 from flsec_flower.config import from_dict
-from flsec_flower.simulation import run_experiment
 
 pytestmark = pytest.mark.slow
 

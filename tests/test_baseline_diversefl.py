@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flsec_flower.baselines import (
+from flsec_flower.app.baselines import (
     build_table,
     cells,
     config_value,

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-import flsec_flower.registry  # noqa: F401  (registers the attacks' data layouts)
-from flsec_flower.baselines import (
+import flsec_flower.app.registry  # noqa: F401  (registers the attacks' data layouts)
+from flsec_flower.app.baselines import (
     BASELINES_DIR,
     Cell,
     build_table,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from flsec_flower import baselines
-from flsec_flower.baselines import (
+from flsec_flower.app import baselines
+from flsec_flower.app.baselines import (
     BASELINES_DIR,
     PENDING,
     build_table,

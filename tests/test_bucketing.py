@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flsec_flower.aggregation import Aggregate, RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
-from flsec_flower.registry import build_strategy
 from strategies import Bucketing, FedAvg, RobustStrategy
 from strategies.bucketing import (
     bucket_groups,

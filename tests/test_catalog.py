@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from flsec_flower import catalog
-from flsec_flower.cli import main
+from flsec_flower.app import catalog
+from flsec_flower.app.cli import main
 from flsec_flower.data.names import DATASETS, PARTITION_KINDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -37,7 +37,7 @@ def test_write_readme_replaces_only_the_table(tmp_path):
 
 
 def test_every_name_a_config_accepts_is_listed():
-    from flsec_flower import registry
+    from flsec_flower.app import registry
     from flsec_flower.config import MODELS
 
     assert tuple(_section("data.dataset")) == DATASETS
@@ -63,8 +63,8 @@ def test_parameters_come_with_their_defaults():
 
 @pytest.mark.parametrize("key", ["strategy.name", "attack.name"])
 def test_listed_parameters_are_the_ones_the_registry_accepts(key):
+    from flsec_flower.app.registry import ATTACKS, RULES, _construct
     from flsec_flower.config import ConfigError
-    from flsec_flower.registry import ATTACKS, RULES, _construct
 
     table = RULES if key == "strategy.name" else ATTACKS
     for name, (params, _) in _section(key).items():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clients.class_backdoor import ClassBackdoorClient, class_backdoor_metric
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from flsec_flower import load_results, simulation
+from flsec_flower import load_results
+from flsec_flower.app import simulation
+from flsec_flower.app.client_app import make_cell_client_fn
 from flsec_flower.checkpoint import read_status
-from flsec_flower.client_app import make_cell_client_fn
 from flsec_flower.config import from_dict
 from strategies.base import TooFewClientsError
 

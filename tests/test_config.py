@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from flsec_flower.cli import main
+from flsec_flower.app.cli import main
 from flsec_flower.config import (
     ConfigError,
     expand_sweep,

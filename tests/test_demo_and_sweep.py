@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from flsec_flower import registry
+from flsec_flower.app import registry
+from flsec_flower.app.demo import CELLS, demo_config
+from flsec_flower.app.sweep import mean_std_table
 from flsec_flower.config import from_dict
-from flsec_flower.demo import CELLS, demo_config
 from flsec_flower.metrics import detection_scores
-from flsec_flower.sweep import mean_std_table
 
 
 def test_every_demo_cell_is_a_valid_config(tmp_path):

@@ -17,6 +17,7 @@ from flwr.server.client_proxy import ClientProxy
 
 from clients import HonestClient
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import (
     ConfigError,
     DataConfig,
@@ -25,7 +26,6 @@ from flsec_flower.config import (
     from_dict,
 )
 from flsec_flower.experiment import client_env
-from flsec_flower.registry import build_strategy
 from strategies import DiverseFL, OracleSGD
 from strategies.diversefl import SAMPLE_QUERY, decode_sample, diversefl
 from strategies.oracle import oracle_mean

@@ -5,7 +5,7 @@ from torch import nn
 
 from clients.fairness_attack import FairnessAttackClient, fairness_update
 from clients.honest import HonestClient
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed

@@ -5,8 +5,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
 
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig
-from flsec_flower.registry import build_strategy
 from strategies import Flame, FLTrust, FoolsGold
 from strategies.flame import flame, majority_cluster, model_cosine_distances
 from strategies.fltrust import fltrust

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flsec_flower.aggregation import RoundContext
-from flsec_flower.registry import RULES, WRAPPERS
+from flsec_flower.app.registry import RULES, WRAPPERS
 from strategies import CoordinateMedian
 
 HOSTILE = ["huge", "zero", "copies", "negated"]

@@ -40,7 +40,7 @@ def flsec(*args: str) -> subprocess.Popen:
     """Start ``flsec`` in its own process group (so the test can clean up Ray with it)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-m", "flsec_flower.cli", *args, "-q"],
+        [sys.executable, "-m", "flsec_flower.app.cli", *args, "-q"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,7 +4,7 @@ import torch
 
 from clients.honest import HonestClient
 from clients.label_flip import LabelFlipClient, flip_labels
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

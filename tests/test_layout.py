@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import flsec_flower.registry  # noqa: F401  (installs the attacks' reserved-data lookup)
+import flsec_flower.app.registry  # noqa: F401  (installs the attacks' reserved-data lookup)
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import client_layout, load_dataset
 from flsec_flower.experiment import client_indices, malicious_ids

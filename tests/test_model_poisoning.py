@@ -8,7 +8,7 @@ from clients.gaussian import GaussianClient, gaussian_weights
 from clients.honest import HonestClient
 from clients.same_value import SameValueClient, same_value_weights
 from clients.sign_flip import SignFlipClient, sign_flip
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

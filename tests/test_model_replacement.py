@@ -17,7 +17,7 @@ from clients.model_replacement import (
 )
 from clients.naive_poisoning import NaivePoisoningClient, SemanticNaivePoisoningClient
 from clients.pixel_trojan import PixelTrojanClient
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, TrainingConfig, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

@@ -6,8 +6,8 @@ import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from flsec_flower.aggregation import Aggregate, RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
-from flsec_flower.registry import build_strategy
 from strategies import NNM, Bucketing, FedAvg, RobustStrategy
 from strategies._linalg import gram, inner_products, sq_distances
 from strategies._too_few import TooFewClientsError

@@ -5,8 +5,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.supercore.differential_privacy import clip_inputs_inplace
 
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
-from flsec_flower.registry import build_strategy
 from strategies import DPNoise, FedAvg, NormClip
 from strategies._linalg import row_norms
 from strategies.dp_noise import gaussian_noise

@@ -17,8 +17,8 @@ from clients import (
 )
 from clients.attack import ACTIVE_TAG
 from clients.omniscient import ColludingAdversary, OmniscientAttackClient, attacker_rows
-from flsec_flower import registry
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app import registry
 from flsec_flower.config import AttackConfig, ConfigError, ExperimentConfig
 from flsec_flower.experiment import ClientEnv
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from flsec_flower import load_results
+from flsec_flower.app.simulation import run_experiments, validate
 from flsec_flower.config import expand_sweep, load_config
 from flsec_flower.experiment import client_indices, experiment_dataset, malicious_ids
-from flsec_flower.simulation import run_experiments, validate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

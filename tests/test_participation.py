@@ -11,10 +11,10 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from flsec_flower import results as results_module
+from flsec_flower.app.server_app import build_strategy
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.experiment import participation_schedule
 from flsec_flower.results import METRICS_FILE, SUMMARY_FILE, RunRecorder
-from flsec_flower.server_app import build_strategy
 
 
 class IdProxy(ClientProxy):

@@ -7,7 +7,7 @@ from torch import nn
 
 from clients.honest import HonestClient
 from clients.pixel_trojan import PixelTrojanClient, backdoor_metric, stamp, trigger
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

@@ -7,8 +7,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 
 import strategies.rlr as rlr_module
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
-from flsec_flower.registry import build_strategy
 from strategies import FedAvg, NormClip, RobustLR
 from strategies.norm_bounding import clip_norms
 from strategies.rlr import robust_lr, sign_agreement_mask

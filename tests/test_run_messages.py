@@ -5,10 +5,10 @@ import types
 
 import pandas as pd
 
-from flsec_flower.cli import summary_table
+from flsec_flower.app.cli import summary_table
+from flsec_flower.app.simulation import start_ray
 from flsec_flower.config import from_dict
 from flsec_flower.results import summarize
-from flsec_flower.simulation import start_ray
 
 
 def _fake_ray(initialised: bool) -> types.ModuleType:

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from clients.semantic_backdoor import SemanticBackdoorClient, select_backdoor_images
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv

@@ -123,8 +123,8 @@ def test_rows_sorted_by_partition_and_listener_gets_diagnostics():
 
 
 def test_weighted_is_refused_by_rules_that_ignore_weights():
+    from flsec_flower.app.registry import build_strategy
     from flsec_flower.config import ConfigError, StrategyConfig
-    from flsec_flower.registry import build_strategy
 
     assert build_strategy(StrategyConfig("krum", {"f": 1, "weighted": True}), device="cpu").weighted
     with pytest.raises(ConfigError, match=r"strategy\.params.*does not weight"):

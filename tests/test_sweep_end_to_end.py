@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from flsec_flower import load_results
-from flsec_flower.cli import main
+from flsec_flower.app.cli import main
+from flsec_flower.app.simulation import run_experiment
 from flsec_flower.config import load_config
-from flsec_flower.simulation import run_experiment
 
 pytestmark = pytest.mark.slow
 

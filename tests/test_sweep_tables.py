@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from flsec_flower.app.sweep import cell_label, mean_std_table, write_sweep
 from flsec_flower.config import expand_sweep, from_dict
-from flsec_flower.sweep import cell_label, mean_std_table, write_sweep
 
 KRUM = {"name": "krum", "params": {"f": 2}}
 BUCKETED = {

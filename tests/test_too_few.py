@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from flsec_flower.aggregation import RoundContext
+from flsec_flower.app.simulation import validate
 from flsec_flower.config import ConfigError, from_dict
-from flsec_flower.simulation import validate
 from strategies import NNM, Bucketing, Bulyan, FedAvg, Krum, MultiKrum, TrimmedMean
 from strategies._too_few import TooFewClientsError
 from strategies.krum import krum

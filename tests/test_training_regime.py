@@ -11,12 +11,12 @@ from torch import nn
 
 from clients import HonestClient
 from clients.attack import AttackClient
+from flsec_flower.app.server_app import ServerSideTrainer, build_strategy
 from flsec_flower.client_state import ClientState
 from flsec_flower.config import ConfigError, TrainingConfig, attacker_training, from_dict
 from flsec_flower.experiment import ClientEnv, experiment_dataset
 from flsec_flower.models import build_model, get_weights
 from flsec_flower.params import ParamLayout
-from flsec_flower.server_app import ServerSideTrainer, build_strategy
 from flsec_flower.training import lr_at, resolve_batch_size, train_local
 from strategies.fedavg import FedAvg
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from flsec_flower.app.simulation import run_experiment
 from flsec_flower.config import from_dict
 from flsec_flower.experiment import client_env, experiment_dataset
 from flsec_flower.models import build_model
-from flsec_flower.simulation import run_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,8 @@ from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import History, Server, ServerApp, ServerAppComponents, ServerConfig
 from flwr.server.client_manager import SimpleClientManager
 
-from flsec_flower import app_errors, registry
+from flsec_flower.app import errors as app_errors
+from flsec_flower.app import registry
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.evaluation import CentralEvaluator
 from flsec_flower.experiment import experiment_dataset, malicious_ids, participation_schedule
@@ -300,7 +301,7 @@ def _server_fn(context: Context) -> ServerAppComponents:
 
     The config is validated as ``flsec run`` validates a YAML file (names,
     parameters, data files) before a run directory exists; a user error fails
-    the run with one line in its log (:mod:`flsec_flower.app_errors`).
+    the run with one line in its log (:mod:`flsec_flower.app.errors`).
     """
     cfg = from_run_config(dict(context.run_config))
     registry.validate_experiment(cfg)

@@ -11,7 +11,7 @@ from flwr.common import Config, Context, NDArrays, Scalar
 from torch import nn
 
 from clients import HonestClient
-from flsec_flower import registry
+from flsec_flower.app import registry
 from flsec_flower.client_state import ClientState
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.experiment import (
@@ -54,7 +54,7 @@ class CellClient(NumPyClient):
     """Acts, message by message, as the client of the experiment named by ``cell``.
 
     Used when several experiments share one federation
-    (:class:`flsec_flower.server_app.SequentialServer`): every config the
+    (:class:`flsec_flower.app.server_app.SequentialServer`): every config the
     server sends carries the experiment's index ``cell``.
 
     Parameters

@@ -16,7 +16,7 @@ import logging
 
 from flwr.common.logger import FLOWER_LOGGER
 
-from flsec_flower.cli import user_errors
+from flsec_flower.app.cli import user_errors
 
 
 class OneLineUserErrors(logging.Filter):

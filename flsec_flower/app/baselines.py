@@ -43,7 +43,7 @@ lands in ``<out>/runs/``; a cell whose folder holds the same resolved config
 and all its rounds is finished and skipped when the command is run again,
 so an interrupted baseline resumes where it stopped. Cells that share
 ``data.num_clients`` and the client resources run in one simulation
-(:func:`flsec_flower.simulation.run_experiments`).
+(:func:`flsec_flower.app.simulation.run_experiments`).
 
 Relative paths in a baseline's configs (``data.data_dir``) resolve against
 the folder that holds ``baselines/`` (the checkout root), whatever the
@@ -73,7 +73,7 @@ from flsec_flower.config import (
 )
 from flsec_flower.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, load_results
 
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_DIR = Path(__file__).resolve().parents[2] / "baselines"
 """The repository's ``baselines/`` folder."""
 
 SPEC_FILE = "baseline.yaml"
@@ -282,7 +282,7 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
     simulation. With ``run=False`` nothing runs: only the cells already
     finished are returned.
     """
-    from flsec_flower.simulation import run_experiments
+    from flsec_flower.app.simulation import run_experiments
 
     done = {c.name: path for c in todo if (path := finished_run(c)) is not None}
     pending = [c for c in todo if c.name not in done] if run else []

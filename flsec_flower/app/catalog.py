@@ -1,6 +1,6 @@
 """What ``flsec list`` prints: every name a config accepts, with its parameters and defaults.
 
-Rules, wrappers and attacks come from :mod:`flsec_flower.registry` (each
+Rules, wrappers and attacks come from :mod:`flsec_flower.app.registry` (each
 class's constructor signature gives its parameters and defaults), models
 from :mod:`flsec_flower.models`, partition defaults from
 :class:`~flsec_flower.config.PartitionConfig`. The README's table is this
@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from flsec_flower import models, registry
+from flsec_flower import models
+from flsec_flower.app import registry
 from flsec_flower.config import PartitionConfig
 from flsec_flower.data.names import DATASETS, PARTITION_KINDS
 
@@ -136,7 +137,7 @@ def render_markdown(tables: list[Section]) -> str:
 def write_readme(path: Path) -> None:
     """Replace the table between :data:`README_BEGIN` and :data:`README_END` in ``path``.
 
-    ``python -m flsec_flower.catalog [README.md]`` (``make readme-list``)
+    ``python -m flsec_flower.app.catalog [README.md]`` (``make readme-list``)
     after adding a rule, an attack or a parameter.
     """
     text = path.read_text()

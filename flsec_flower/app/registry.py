@@ -244,7 +244,7 @@ def validate_names(strategy: StrategyConfig, attack_name: str | None) -> None:
 
 
 def validate_experiment(cfg: ExperimentConfig) -> None:
-    """Check a whole experiment before it runs (see :func:`flsec_flower.simulation.validate`).
+    """Check a whole experiment before it runs (see :func:`flsec_flower.app.simulation.validate`).
 
     Names, the strategy built once on the CPU, its Byzantine bound against
     rounds of ``clients_per_round`` updates, the dataset's files, and one

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from flsec_flower.app.simulation import run_experiments
 from flsec_flower.config import from_dict
 from flsec_flower.results import SUMMARY_FILE
-from flsec_flower.simulation import run_experiments
 
 BASE = {
     "seed": 0,

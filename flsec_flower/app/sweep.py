@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from flsec_flower.app.simulation import run_experiments
 from flsec_flower.config import ExperimentConfig, expand_sweep
 from flsec_flower.results import SUMMARY_FILE, fresh_dir
-from flsec_flower.simulation import run_experiments
 
 
 def run_sweep(cfg: ExperimentConfig, progress: bool = True) -> pd.DataFrame:

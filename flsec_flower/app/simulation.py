@@ -15,18 +15,18 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from flwr.simulation import run_simulation
 
-from flsec_flower import registry
+from flsec_flower.app import registry
+from flsec_flower.app.client_app import make_cell_client_fn
+from flsec_flower.app.interrupts import handle_interrupts, ray_start_watchdog
+from flsec_flower.app.server_app import SequentialServer
 from flsec_flower.checkpoint import load_checkpoint, read_status
-from flsec_flower.client_app import make_cell_client_fn
 from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
     client_indices,
     experiment_dataset,
     malicious_ids,
 )
-from flsec_flower.interrupts import handle_interrupts, ray_start_watchdog
 from flsec_flower.results import CONFIG_FILE, RunRecorder, new_run_dir
-from flsec_flower.server_app import SequentialServer
 
 ACTOR_MAX_RESTARTS = -1
 """Ray restarts a client actor whose process died (``os._exit``, OOM), without limit.
@@ -122,7 +122,7 @@ def run_experiments(
 
     Ray and the client actors start once; each experiment gets its own
     strategy, global model and run directory (see
-    :class:`~flsec_flower.server_app.SequentialServer`). The experiments must
+    :class:`~flsec_flower.app.server_app.SequentialServer`). The experiments must
     share ``data.num_clients`` and ``resources``. ``on_round(i, r)``, when
     given, is called after round ``r`` of experiment ``cfgs[i]`` is recorded.
 

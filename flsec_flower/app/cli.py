@@ -55,13 +55,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.override:
             raise ConfigError("--resume: overrides (-o) cannot change a run being resumed")
-        from flsec_flower.simulation import resume_experiment
+        from flsec_flower.app.simulation import resume_experiment
 
         run_dir = resume_experiment(Path(args.resume), progress=not args.quiet)
         print(f"completed: {run_dir}")
         return 0
     cfg = load_config(args.config, args.override)
-    from flsec_flower.sweep import mean_std_table, run_sweep, write_sweep
+    from flsec_flower.app.sweep import mean_std_table, run_sweep, write_sweep
 
     _wide_tables()
     runs = run_sweep(cfg, progress=not args.quiet)
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flsec_flower.demo import run_demo
+    from flsec_flower.app.demo import run_demo
 
     _wide_tables()
     table = run_demo(Path(args.output_dir), rounds=args.rounds, progress=not args.quiet)
@@ -134,14 +134,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from flsec_flower.catalog import render_markdown, render_text, sections
+    from flsec_flower.app.catalog import render_markdown, render_text, sections
 
     print((render_markdown if args.markdown else render_text)(sections()), end="")
     return 0
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from flsec_flower.baselines import BASELINES_DIR, run_baseline
+    from flsec_flower.app.baselines import BASELINES_DIR, run_baseline
     from flsec_flower.config import parse_override
 
     files = run_baseline(
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     A run that stops because too few clients replied prints one line and
     exits with status 1; Ctrl-C and SIGTERM exit with 130
-    (:mod:`flsec_flower.interrupts`).
+    (:mod:`flsec_flower.app.interrupts`).
     """
     args = build_parser().parse_args(argv)
     try:
