@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flsec_flower.cache import BoundedCache
 from flsec_flower.config import AttackDataConfig, ConfigError, ExperimentConfig
 from flsec_flower.data import Dataset, client_layout, load_dataset
 from flsec_flower.params import resolve_device
@@ -62,7 +63,7 @@ def experiment_dataset(cfg: ExperimentConfig) -> Dataset:
     return load_dataset(cfg.data.dataset, cfg.data.data_dir, cfg.data.download, cfg.seed)
 
 
-_INDICES: dict[str, list[np.ndarray]] = {}
+_INDICES: BoundedCache[str, list[np.ndarray]] = BoundedCache("client_indices", 32)
 
 
 def client_indices(cfg: ExperimentConfig, dataset: Dataset) -> list[np.ndarray]:
@@ -77,29 +78,30 @@ def client_indices(cfg: ExperimentConfig, dataset: Dataset) -> list[np.ndarray]:
     ConfigError
         If the layout cannot be built from the config (the message names the key).
     """
-    key = _data_key(cfg)
-    if key not in _INDICES:
-        part, attack = cfg.data.partition, cfg.attack
-        data = attack.data if attack is not None else AttackDataConfig()
-        try:
-            _INDICES[key] = client_layout(
-                dataset.y_train.numpy(),
-                cfg.data.num_clients,
-                malicious_ids(cfg),
-                part.kind,
-                alpha=part.alpha,
-                shards_per_client=part.shards_per_client,
-                seed=cfg.seed,
-                honest_only=part.honest_only,
-                mimic2=part.mimic2,
-                attack_kind=data.kind,
-                sample_size=data.size,
-                classes=data.classes or (),
-                reserved=_reserved(cfg, dataset),
-            )
-        except ValueError as err:
-            raise ConfigError(f"data.partition / attack.data: {err}") from err
-    return _INDICES[key]
+    return _INDICES.get_or_build(_data_key(cfg), lambda: _build_indices(cfg, dataset))
+
+
+def _build_indices(cfg: ExperimentConfig, dataset: Dataset) -> list[np.ndarray]:
+    part, attack = cfg.data.partition, cfg.attack
+    data = attack.data if attack is not None else AttackDataConfig()
+    try:
+        return client_layout(
+            dataset.y_train.numpy(),
+            cfg.data.num_clients,
+            malicious_ids(cfg),
+            part.kind,
+            alpha=part.alpha,
+            shards_per_client=part.shards_per_client,
+            seed=cfg.seed,
+            honest_only=part.honest_only,
+            mimic2=part.mimic2,
+            attack_kind=data.kind,
+            sample_size=data.size,
+            classes=data.classes or (),
+            reserved=_reserved(cfg, dataset),
+        )
+    except ValueError as err:
+        raise ConfigError(f"data.partition / attack.data: {err}") from err
 
 
 ReservedData = Callable[[ExperimentConfig, Dataset], "np.ndarray | None"]
@@ -134,7 +136,7 @@ def preset_indices(cfg: ExperimentConfig, indices: list[np.ndarray]) -> None:
 
     The driver ships them to the Ray actors, which then skip the partitioners.
     """
-    _INDICES.setdefault(_data_key(cfg), indices)
+    _INDICES.get_or_build(_data_key(cfg), lambda: indices)
 
 
 @dataclass
@@ -164,18 +166,20 @@ class ClientEnv:
     device: torch.device
 
 
-_PARTITIONS: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+_PARTITIONS: BoundedCache[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor]] = BoundedCache(
+    "partition_tensors", 1024
+)
 
 
 def _partition_tensors(
     cfg: ExperimentConfig, partition_id: int, device: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (_data_key(cfg), partition_id, device)
-    if key not in _PARTITIONS:
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
         dataset = experiment_dataset(cfg)
         idx = torch.as_tensor(np.array(client_indices(cfg, dataset)[partition_id], dtype=np.int64))
-        _PARTITIONS[key] = (dataset.x_train[idx].to(device), dataset.y_train[idx].to(device))
-    return _PARTITIONS[key]
+        return dataset.x_train[idx].to(device), dataset.y_train[idx].to(device)
+
+    return _PARTITIONS.get_or_build((_data_key(cfg), partition_id, device), build)
 
 
 def client_env(cfg: ExperimentConfig, partition_id: int) -> ClientEnv:

@@ -16,7 +16,7 @@ def digit_labels() -> np.ndarray:
 
 @pytest.fixture
 def no_cache(monkeypatch):
-    monkeypatch.setattr(partition_module, "_CACHE", {})
+    partition_module._CACHE.clear()
 
 
 def _labels(n: int = 2000, classes: int = 10, seed: int = 0) -> np.ndarray:

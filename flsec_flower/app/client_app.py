@@ -12,6 +12,7 @@ from torch import nn
 
 from clients import HonestClient
 from flsec_flower.app import registry
+from flsec_flower.cache import BoundedCache
 from flsec_flower.client_state import ClientState
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.experiment import (
@@ -22,17 +23,17 @@ from flsec_flower.experiment import (
 )
 from flsec_flower.models import build_model
 
-_MODELS: dict[tuple, nn.Module] = {}
-_CONFIGS: dict[tuple, ExperimentConfig] = {}
+_MODELS: BoundedCache[tuple, nn.Module] = BoundedCache("client_models", 8)
+_CONFIGS: BoundedCache[tuple, ExperimentConfig] = BoundedCache("run_configs", 64)
 
 
 def _model(cfg: ExperimentConfig) -> nn.Module:
     """One model object per process and architecture; clients overwrite its weights."""
     ds = experiment_dataset(cfg)
     key = (cfg.model.name, ds.input_shape, ds.num_classes, cfg.training.device)
-    if key not in _MODELS:
-        _MODELS[key] = build_model(cfg.model.name, ds.input_shape, ds.num_classes, cfg.seed)
-    return _MODELS[key]
+    return _MODELS.get_or_build(
+        key, lambda: build_model(cfg.model.name, ds.input_shape, ds.num_classes, cfg.seed)
+    )
 
 
 def experiment_client(
@@ -145,9 +146,7 @@ def _client_fn(context: Context) -> Client:
 
 def _config_from(context: Context) -> ExperimentConfig:
     key = tuple(sorted(context.run_config.items()))
-    if key not in _CONFIGS:
-        _CONFIGS[key] = from_run_config(dict(context.run_config))
-    return _CONFIGS[key]
+    return _CONFIGS.get_or_build(key, lambda: from_run_config(dict(context.run_config)))
 
 
 app = ClientApp(client_fn=_client_fn)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-import threading
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flsec_flower.cache import BoundedCache
 from flsec_flower.data.names import PARTITION_KINDS
 
 if TYPE_CHECKING:
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 MAX_MIN_PARTITION_SIZE = 10
 """Dirichlet redraws until every partition has this many samples (fewer on small data)."""
 
-_CACHE: dict[tuple[object, ...], tuple[np.ndarray, ...]] = {}
-_LOCK = threading.Lock()
+_CACHE: BoundedCache[tuple[object, ...], tuple[np.ndarray, ...]] = BoundedCache("splits", 32)
 
 
 def partition_indices(
@@ -106,13 +105,13 @@ def partition_indices(
         shards_per_client if kind == "shards" else None,
         seed,
     )
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = tuple(
-                _freeze(p)
-                for p in _split(labels, num_partitions, kind, alpha, shards_per_client, seed)
-            )
-        return list(_CACHE[key])
+    split = _CACHE.get_or_build(
+        key,
+        lambda: tuple(
+            _freeze(p) for p in _split(labels, num_partitions, kind, alpha, shards_per_client, seed)
+        ),
+    )
+    return list(split)
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:

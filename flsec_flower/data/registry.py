@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from flsec_flower.cache import BoundedCache
 from flsec_flower.data.adult import load_adult
 from flsec_flower.data.cifar import load_cifar
 from flsec_flower.data.dataset import Dataset, resolve_data_dir
@@ -39,8 +39,7 @@ _FILE_FREE = frozenset({"digits", "synthetic"})
 _SEEDED = frozenset({"digits", "mnist10k", "synthetic"})
 """Datasets whose content (generation or train/test split) depends on the seed."""
 
-_CACHE: dict[tuple[str, str, int], Dataset] = {}
-_LOCK = threading.Lock()
+_CACHE: BoundedCache[tuple[str, str, int], Dataset] = BoundedCache("datasets", 4)
 
 
 def load_dataset(
@@ -97,7 +96,4 @@ def load_dataset(
         "" if name in _FILE_FREE else str(root),
         seed if name in _SEEDED else 0,
     )
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _LOADERS[name](root, download, seed)
-        return _CACHE[key]
+    return _CACHE.get_or_build(key, lambda: _LOADERS[name](root, download, seed))
