@@ -11,10 +11,17 @@ from flsec_flower.metrics import detection_scores
 
 def test_every_demo_cell_is_a_valid_config(tmp_path):
     assert len(CELLS) >= 12
-    for attack, defence in CELLS:
-        cfg = from_dict(demo_config(attack, defence, 20, Path(tmp_path)))
+    for split, attack, defence in CELLS:
+        cfg = from_dict(demo_config(split, attack, defence, 20, Path(tmp_path)))
         registry.validate_names(cfg.strategy, cfg.attack.name if cfg.attack else None)
         assert cfg.data.dataset == "digits" and cfg.data.num_clients == 10
+
+
+def test_every_demo_defence_has_a_no_attack_reference_on_its_split():
+    clean = {(split, defence) for split, attack, defence in CELLS if attack == "none"}
+    for split, attack, defence in CELLS:
+        if attack != "backdoor":
+            assert (split, defence) in clean, (split, attack, defence)
 
 
 def test_mean_std_table_groups_seeds():
