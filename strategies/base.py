@@ -241,6 +241,8 @@ class Reply:
     problem : str or None
         A reason found by the adapter to reject the reply (e.g. a Message
         with two ArrayRecords).
+    count_key : str
+        The name of the sample count in the API being used, for messages.
     """
 
     name: str
@@ -251,6 +253,7 @@ class Reply:
     metrics: dict = field(default_factory=dict)
     active: bool = False
     problem: str | None = None
+    count_key: str = "num_examples"
 
 
 @dataclass
@@ -673,7 +676,7 @@ class RobustStrategy(FedAvg):
             if reason is None:
                 reason = r.problem
             if reason is None:
-                reason = check_num_examples(r.num_examples)
+                reason = check_num_examples(r.num_examples, r.count_key)
             if reason is None:
                 flat, reason = decode_arrays(r.load, self.layout)
             if flat is not None and scale is not None:
