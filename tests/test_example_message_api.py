@@ -42,7 +42,7 @@ def test_honest_run_of_krum_inside_bucketing_learns(tmp_path):
     with LocalFlower(EXAMPLE) as flower:
         accuracy = run_example(flower, tmp_path, defence="krum-bucketing", attack="none")
     assert sorted(accuracy) == [0, 1, 2, 3, 4]
-    assert accuracy[4] > 0.6 > accuracy[0]  # 10 classes: chance is 0.1
+    assert accuracy[4] > 0.4 > accuracy[0]  # 10 classes: chance is 0.1
 
 
 @pytest.mark.skipif(
