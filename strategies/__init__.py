@@ -1,7 +1,9 @@
 """Robust aggregation rules and defences as Flower strategies.
 
 Each module holds one rule: a pure function on the update matrix and the
-:class:`~strategies.base.RobustStrategy` subclass that configures it.
+:class:`~strategies.base.RobustStrategy` subclass that configures it (the
+legacy Flower API). :class:`~strategies.message.MessageStrategy` puts any of
+them, transforms included, behind Flower's Message API.
 """
 
 from strategies.base import RobustStrategy, WrappingStrategy
@@ -17,6 +19,7 @@ from strategies.foolsgold import FoolsGold
 from strategies.geometric_median import GeometricMedian
 from strategies.krum import Krum, MultiKrum
 from strategies.median import CoordinateMedian
+from strategies.message import MessageStrategy
 from strategies.nnm import NNM
 from strategies.noisy_median import NoisyMedian
 from strategies.norm_bounding import NormClip
@@ -38,6 +41,7 @@ __all__ = [
     "FoolsGold",
     "GeometricMedian",
     "Krum",
+    "MessageStrategy",
     "MultiKrum",
     "NoisyMedian",
     "NormClip",

@@ -1,8 +1,13 @@
 """The robust strategy base: Flower plumbing done once for every rule.
 
-Each round, :meth:`RobustStrategy.aggregate_fit`
+The round's work is API-independent: :meth:`RobustStrategy.aggregate_replies`
+takes :class:`Reply` objects (whichever Flower API they came through) and
+returns the new global model and the round's metrics. Two thin adapters feed
+it: :meth:`RobustStrategy.aggregate_fit` (the legacy ``Strategy`` API,
+``FitRes``) and :class:`strategies.message.MessageStrategy` (the Message API,
+``Message`` with an ``ArrayRecord`` and a ``MetricRecord``). Each round, the core
 
-1. turns every ``FitRes`` into one row of the update matrix
+1. turns every reply into one row of the update matrix
    ``U[i] = x_i - x_global`` (float32, on the aggregation device);
 2. rejects replies that cannot be aggregated (see :func:`check_reply`): a
    ``partition_id`` metric that is missing, not an integer, NaN, infinite,
@@ -40,11 +45,12 @@ opt-in (``weighted=True``).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import numbers
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -71,6 +77,7 @@ from flsec_flower.aggregation import (
     RoundContext,
 )
 from flsec_flower.params import ParamLayout, resolve_device
+from strategies._too_few import TooFewClientsError as RuleTooFewError
 
 logger = logging.getLogger("flsec")
 
@@ -88,7 +95,11 @@ an attacker inflates the count to dominate rules that weight by it.
 
 
 class TooFewClientsError(RuntimeError):
-    """Fewer clients replied in a round than ``min_fit_clients`` requires."""
+    """Fewer clients replied in a round than ``min_results`` requires."""
+
+
+class RegistrationTimeoutError(RuntimeError):
+    """Too few clients connected within ``registration_timeout`` for a round to start."""
 
 
 @dataclass
@@ -105,8 +116,10 @@ class Rejection:
     client: str = ""
 
 
-def read_partition_id(metrics: object) -> tuple[int | None, str | None]:
-    """The reply's ``partition_id`` metric as an ``int``, or ``None`` and why it is unusable.
+def read_partition_id(
+    metrics: object, key: str = PARTITION_ID_QUERY
+) -> tuple[int | None, str | None]:
+    """The reply's ``partition_id`` metric (or ``key``) as an ``int``, or ``None`` and why not.
 
     Integers and integral floats (``3.0``) are accepted; a missing metric, a
     string, a bool, NaN, an infinity, a fraction or a negative number are not.
@@ -118,24 +131,25 @@ def read_partition_id(metrics: object) -> tuple[int | None, str | None]:
     >>> read_partition_id({"partition_id": "abc"})
     (None, "partition_id 'abc' is not an integer")
     """
-    if not isinstance(metrics, Mapping) or PARTITION_ID_QUERY not in metrics:
-        return None, "no partition_id metric"
-    value = metrics[PARTITION_ID_QUERY]
+    if not isinstance(metrics, Mapping) or key not in metrics:
+        return None, f"no {key} metric"
+    value = metrics[key]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None, f"partition_id {value!r} is not an integer"
+        return None, f"{key} {value!r} is not an integer"
     if not math.isfinite(value):
-        return None, f"partition_id {value!r} is not finite"
+        return None, f"{key} {value!r} is not finite"
     if value != int(value):
-        return None, f"partition_id {value!r} is not an integer"
+        return None, f"{key} {value!r} is not an integer"
     if value < 0:
-        return None, f"partition_id {value!r} is negative"
+        return None, f"{key} {value!r} is negative"
     return int(value), None
 
 
-def check_num_examples(value: object) -> str | None:
+def check_num_examples(value: object, key: str = "num_examples") -> str | None:
     """Why ``num_examples`` is not a credible sample count, or ``None`` when it is.
 
-    A credible count is a finite number in ``(0, MAX_NUM_EXAMPLES]``.
+    A credible count is a finite number in ``(0, MAX_NUM_EXAMPLES]``; ``key``
+    names the count in the message (the Message API's is ``num-examples``).
 
     Examples
     --------
@@ -145,26 +159,45 @@ def check_num_examples(value: object) -> str | None:
     'num_examples=0 is not a positive count'
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return f"num_examples={value!r} is not a number"
+        return f"{key}={value!r} is not a number"
     if not math.isfinite(value) or value <= 0:
-        return f"num_examples={value!r} is not a positive count"
+        return f"{key}={value!r} is not a positive count"
     if value > MAX_NUM_EXAMPLES:
-        return f"num_examples={value!r} exceeds the bound {MAX_NUM_EXAMPLES}"
+        return f"{key}={value!r} exceeds the bound {MAX_NUM_EXAMPLES}"
     return None
 
 
 def decode_update(parameters: Parameters, layout: ParamLayout) -> tuple[np.ndarray | None, str]:
+    """The legacy reply's model as one flat float32 vector, or ``None`` and why not.
+
+    See :func:`decode_arrays`; the bytes are NumPy ``.npy`` files, no pickles.
+    """
+    return decode_arrays(lambda: parameters_to_ndarrays(parameters), layout)
+
+
+def decode_arrays(
+    load: Callable[[], list[np.ndarray]], layout: ParamLayout
+) -> tuple[np.ndarray | None, str]:
     """The reply's model as one flat float32 vector, or ``None`` and why it cannot be used.
 
-    The arrays must decode (NumPy ``.npy`` bytes, no pickles), be as many as
-    the global model's, with its shapes and dtypes, and hold only finite values.
+    ``load()`` decodes the untrusted arrays (any exception it raises rejects
+    the reply). The arrays must be as many as the global model's, with its
+    shapes and dtypes, and hold only finite values.
+
+    Examples
+    --------
+    >>> layout = ParamLayout.of([np.zeros(2, np.float32)])
+    >>> decode_arrays(lambda: [np.ones(2, np.float32)], layout)[0]
+    array([1., 1.], dtype=float32)
+    >>> decode_arrays(lambda: [np.full(2, np.nan, np.float32)], layout)
+    (None, 'update has non-finite values')
     """
-    if not parameters.tensors:
-        return None, "empty update (no arrays)"
     try:
-        arrays = parameters_to_ndarrays(parameters)
+        arrays = load()
     except Exception as err:  # any decoding failure of untrusted bytes is the client's fault
-        return None, f"parameters do not decode as arrays: {type(err).__name__}: {err}"
+        return None, f"the update's arrays do not decode: {type(err).__name__}: {err}"
+    if not arrays:
+        return None, "empty update (no arrays)"
     reason = layout.mismatch(arrays)
     if reason is not None:
         return None, reason
@@ -180,6 +213,47 @@ def decode_update(parameters: Parameters, layout: ParamLayout) -> tuple[np.ndarr
 def _active(res: FitRes) -> bool:
     """Whether the reply is tagged as an active attacker's (``attack_active`` is true)."""
     return isinstance(res.metrics, Mapping) and res.metrics.get(ATTACK_ACTIVE_METRIC) is True
+
+
+@dataclass
+class Reply:
+    """One client's training reply, whichever Flower API it came through.
+
+    The adapters (legacy ``FitRes``, Message-API ``Message``) fill it in;
+    :meth:`RobustStrategy.aggregate_replies` validates and aggregates it.
+
+    Parameters
+    ----------
+    name : str
+        How messages name the reply (``"partition 3"``, ``"node 42"``, ...).
+    partition_id : int or None
+        The client's id: the row's identity for rules with per-client state.
+    id_problem : str or None
+        Why the reply has no usable id (it is then rejected).
+    num_examples : object
+        The reported sample count, unchecked.
+    load : callable
+        ``load() -> list of arrays``: decodes the untrusted model; may raise.
+    metrics : dict
+        The reply's metrics, handed to rules and the adversary.
+    active : bool
+        Tagged as an active attacker's reply (the simulation's adversary).
+    problem : str or None
+        A reason found by the adapter to reject the reply (e.g. a Message
+        with two ArrayRecords).
+    count_key : str
+        The name of the sample count in the API being used, for messages.
+    """
+
+    name: str
+    partition_id: int | None
+    id_problem: str | None
+    num_examples: object
+    load: Callable[[], list[np.ndarray]]
+    metrics: dict = field(default_factory=dict)
+    active: bool = False
+    problem: str | None = None
+    count_key: str = "num_examples"
 
 
 @dataclass
@@ -238,9 +312,25 @@ class RobustStrategy(FedAvg):
         Seeds client sampling and every random choice of the rule, per round.
     server_momentum : float
         Server momentum ``beta`` in [0, 1); 0 is plain ``x <- x + eta * agg``.
+    min_results : int
+        Fewest valid replies a round aggregates (default 1). Failed and
+        rejected replies are otherwise tolerated as far as the rule's own
+        bound allows: a rule with ``f`` raises
+        :class:`~strategies._too_few.TooFewClientsError` (or lowers ``f``,
+        per its ``on_too_few``) when too few remain.
+    registration_timeout : float, optional
+        Seconds :meth:`configure_fit` waits for ``min_available_clients``
+        (and ``min_fit_clients``) to connect before the round fails;
+        ``None`` (default) waits as long as Flower's ``FedAvg`` does.
+    registration_hint : str
+        Appended to the message of that failure (the ``flsec`` runner says
+        which config key sets the number of clients).
     **kwargs
-        Passed to Flower's ``FedAvg`` (``fraction_fit``, ``min_fit_clients``,
-        ``evaluate_fn``, ``on_fit_config_fn``, ``initial_parameters`` ...).
+        Passed to Flower's ``FedAvg``: ``fraction_fit``, ``min_fit_clients``
+        and ``min_available_clients`` (Flower's defaults, 2, unless given),
+        ``evaluate_fn``, ``on_fit_config_fn``, ``initial_parameters`` (when
+        absent, the global model is the one Flower's ``Server`` fetches from
+        a client and passes to :meth:`configure_fit`) ...
     """
 
     supports_weighting: ClassVar[bool] = False
@@ -263,9 +353,18 @@ class RobustStrategy(FedAvg):
         weighted: bool = False,
         seed: int = 0,
         server_momentum: float = 0.0,
+        min_results: int = 1,
+        registration_timeout: float | None = None,
+        registration_hint: str = "",
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        if isinstance(min_results, bool) or not isinstance(min_results, int) or min_results < 1:
+            raise ValueError(f"min_results must be a positive integer, got {min_results!r}")
+        if registration_timeout is not None and not registration_timeout > 0:
+            raise ValueError(
+                f"registration_timeout must be positive or None, got {registration_timeout!r}"
+            )
         if not 0 <= server_momentum < 1:
             raise ValueError(f"server_momentum must be in [0, 1), got {server_momentum!r}")
         if weighted and not self.supports_weighting:
@@ -287,10 +386,11 @@ class RobustStrategy(FedAvg):
         self.local_trainer: LocalTrainer | None = None
         self.malicious_partition_ids: frozenset[int] = frozenset()
         self.round_listener: RoundListener | None = None
-        self.min_results = 1
+        self.min_results = min_results
         self.diagnostics: dict[int, RoundDiagnostics] = {}
         self._proxy_partition: dict[str, int] = {}
-        self.registration_timeout = 120
+        self.registration_timeout = registration_timeout
+        self.registration_hint = registration_hint
         self.properties_config: dict[str, Scalar] = {}
         self.participation: dict[int, list[int]] = {}
 
@@ -361,6 +461,16 @@ class RobustStrategy(FedAvg):
         self.layout = ParamLayout.of(arrays)
         self.global_params = self.layout.flatten(arrays, self.device)
 
+    def adopt_global(self, parameters: Parameters) -> None:
+        """Take ``parameters`` as the global model if there is none yet.
+
+        Without ``initial_parameters`` Flower's ``Server`` fetches the initial
+        weights from one client and passes them to :meth:`configure_fit`, as
+        for Flower's own strategies.
+        """
+        if self.global_params is None:
+            self.set_global(parameters_to_ndarrays(parameters))
+
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
@@ -373,14 +483,16 @@ class RobustStrategy(FedAvg):
         assembly layer builds, e.g. Bagdasaryan et al.'s attacker selected in
         round T) are always sampled: they replace the last drawn others.
         """
+        self.adopt_global(parameters)
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         fit_ins = FitIns(parameters, config)
         sample_size, min_num = self.num_fit_clients(client_manager.num_available())
         if not client_manager.wait_for(min_num, timeout=self.registration_timeout):
-            raise RuntimeError(
+            raise RegistrationTimeoutError(
                 f"round {server_round}: only {client_manager.num_available()} of {min_num} "
-                f"clients registered within {self.registration_timeout} s; the federation "
-                "needs one SuperNode per client (data.num_clients)"
+                f"clients connected within registration_timeout={self.registration_timeout} s "
+                f"(min_available_clients={self.min_available_clients}, "
+                f"min_fit_clients={self.min_fit_clients}){self.registration_hint}"
             )
         proxies = list(client_manager.all().values())
         if sample_size >= len(proxies):
@@ -414,27 +526,85 @@ class RobustStrategy(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Validate the results, run the rule and move the global model."""
+        """Legacy adapter: ``FitRes`` to :class:`Reply`, then :meth:`aggregate_replies`."""
+        replies = []
+        for k, (proxy, res) in enumerate(results):
+            pid, problem = read_partition_id(res.metrics)
+            replies.append(
+                Reply(
+                    name=reply_name(k, proxy, pid),
+                    partition_id=pid,
+                    id_problem=problem,
+                    num_examples=res.num_examples,
+                    load=functools.partial(parameters_to_ndarrays, res.parameters),
+                    metrics=dict(res.metrics) if isinstance(res.metrics, Mapping) else {},
+                    active=_active(res),
+                )
+            )
+        arrays, metrics = self.aggregate_replies(
+            server_round, replies, [self._describe_failure(f) for f in failures]
+        )
+        return (None if arrays is None else ndarrays_to_parameters(arrays)), metrics
+
+    def aggregate_replies(
+        self,
+        server_round: int,
+        replies: Sequence[Reply],
+        failures: Sequence[str],
+        *,
+        min_results_key: str = "min_fit_clients",
+        initial_key: str = "initial_parameters",
+    ) -> tuple[list[np.ndarray] | None, dict[str, Scalar]]:
+        """The round, independent of the Flower API: replies in, new global model out.
+
+        Validates every reply (rejections are named and recorded), lets the
+        adversary rewrite its rows, runs the rule (with its transforms) and
+        moves the global model; see the module docstring.
+
+        Parameters
+        ----------
+        server_round : int
+            The round, from 1.
+        replies : sequence of Reply
+            The replies that carry a result.
+        failures : sequence of str
+            One line per client that failed (no result).
+        min_results_key, initial_key : str
+            Names of the knobs in the API being used, for messages.
+
+        Returns
+        -------
+        tuple
+            The new global model's arrays (``None`` when the round is
+            skipped) and the round's metrics.
+
+        Raises
+        ------
+        TooFewClientsError
+            Fewer replies than :attr:`min_results`, or (from the rule)
+            fewer valid updates than its bound allows.
+        """
         if self.global_params is None or self.layout is None:
             raise RuntimeError(
-                f"{type(self).__name__} has no global model: pass initial_parameters"
+                f"{type(self).__name__} has no global model: pass {initial_key} "
+                "or let the strategy see the model before the first aggregation"
             )
         diag = RoundDiagnostics()
         self.diagnostics[server_round] = diag
-        diag.failures = [self._describe_failure(f) for f in failures]
+        diag.failures = list(failures)
         for reason in diag.failures:
             logger.warning("round %d: a client failed: %s", server_round, reason)
-        if len(results) < self.min_results:
+        if len(replies) < self.min_results:
             first = f"; the first failure: {diag.failures[0]}" if failures else ""
             raise TooFewClientsError(
-                f"round {server_round}: {len(results)} client(s) replied, {len(failures)} "
-                f"failed; min_fit_clients needs {self.min_results}{first}"
+                f"round {server_round}: {len(replies)} client(s) replied, {len(failures)} "
+                f"failed; {min_results_key} needs {self.min_results}{first}"
             )
-        tagged = [read_partition_id(res.metrics)[0] for _, res in results if _active(res)]
+        tagged = [r.partition_id for r in replies if r.active]
         diag.attack_participants = sorted(pid for pid in tagged if pid is not None)
-        updates, ctx = self._update_matrix(server_round, results, diag)
+        updates, ctx = self._update_matrix(server_round, replies, diag)
         metrics: dict[str, Scalar] = {
-            "num_results": len(results),
+            "num_results": len(replies),
             "num_failures": len(failures),
             "num_rejected": len(diag.rejected),
         }
@@ -444,7 +614,15 @@ class RobustStrategy(FedAvg):
             return None, metrics
         if self.adversary is not None:
             updates = self.adversary(updates, ctx)
-        agg = self.aggregate_updates(updates, ctx)
+        try:
+            agg = self.aggregate_updates(updates, ctx)
+        except RuleTooFewError as err:
+            if not (failures or diag.rejected):
+                raise
+            raise RuleTooFewError(
+                f"{err} ({len(failures)} client(s) failed and {len(diag.rejected)} "
+                "reply(ies) were rejected this round)"
+            ) from err
         rows = ctx.partition_ids
         diag.selected = None if agg.selected is None else [rows[i] for i in agg.selected]
         diag.flagged = None if agg.flagged is None else [rows[i] for i in agg.flagged]
@@ -455,7 +633,7 @@ class RobustStrategy(FedAvg):
             logger.warning("round %d: the aggregate is not finite; model kept", server_round)
             return None, metrics
         self.global_params = self.global_params + self.server_lr * self._server_step(agg.update)
-        return ndarrays_to_parameters(self.layout.unflatten(self.global_params)), metrics
+        return self.layout.unflatten(self.global_params), metrics
 
     def _server_step(self, update: torch.Tensor) -> torch.Tensor:
         """The aggregate, or the server momentum ``m <- beta * m + aggregate``."""
@@ -479,39 +657,40 @@ class RobustStrategy(FedAvg):
     def _update_matrix(
         self,
         server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
+        replies: Sequence[Reply],
         diag: RoundDiagnostics,
     ) -> tuple[torch.Tensor, RoundContext]:
         assert self.layout is not None and self.global_params is not None
         rows: list[np.ndarray] = []
         kept: list[tuple[int, float, dict]] = []
         scale = None if self.gradient_lr is None else np.float32(-self.gradient_lr(server_round))
-        pids = [read_partition_id(res.metrics) for _, res in results]
         claims: dict[int, int] = {}
-        for pid, _ in pids:
-            if pid is not None:
-                claims[pid] = claims.get(pid, 0) + 1
-        for k, ((proxy, res), (pid, reason)) in enumerate(zip(results, pids, strict=True)):
+        for r in replies:
+            if r.partition_id is not None:
+                claims[r.partition_id] = claims.get(r.partition_id, 0) + 1
+        for r in replies:
             flat = None
+            pid, reason = r.partition_id, r.id_problem
             if pid is not None and claims[pid] > 1:
                 reason = f"partition_id {pid} is claimed by {claims[pid]} replies"
             if reason is None:
-                reason = check_num_examples(res.num_examples)
+                reason = r.problem
             if reason is None:
-                flat, reason = decode_update(res.parameters, self.layout)
+                reason = check_num_examples(r.num_examples, r.count_key)
+            if reason is None:
+                flat, reason = decode_arrays(r.load, self.layout)
             if flat is not None and scale is not None:
                 with np.errstate(over="ignore"):
                     flat = flat * scale
                 if not np.isfinite(flat).all():
                     flat, reason = None, "gradient overflows once scaled by -lr"
             if flat is None:
-                name = reply_name(k, proxy, pid)
-                logger.warning("round %d: rejected %s: %s", server_round, name, reason)
-                diag.rejected.append(Rejection(pid, str(reason), name))
+                logger.warning("round %d: rejected %s: %s", server_round, r.name, reason)
+                diag.rejected.append(Rejection(pid, str(reason), r.name))
                 continue
             assert pid is not None
             rows.append(flat)
-            kept.append((pid, float(res.num_examples), dict(res.metrics)))
+            kept.append((pid, float(r.num_examples), dict(r.metrics)))  # type: ignore[arg-type]
         order = sorted(range(len(kept)), key=lambda i: kept[i][0])
         updates = torch.empty(
             (len(order), self.layout.dim), dtype=torch.float32, device=self.device
@@ -574,6 +753,7 @@ class WrappingStrategy(RobustStrategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Let the inner rule configure the round (DiverseFL asks for samples there)."""
+        self.adopt_global(parameters)
         return self.inner.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:

@@ -118,7 +118,16 @@ ATTACKS: dict[str, type[HonestClient]] = {
 }
 
 # Keys the runner passes to every strategy; not user parameters.
-_COMMON = {"inner", "server_lr", "server_momentum", "device", "seed"}
+_COMMON = {
+    "inner",
+    "server_lr",
+    "server_momentum",
+    "device",
+    "seed",
+    "min_results",
+    "registration_timeout",
+    "registration_hint",
+}
 
 
 def _lookup(table: dict[str, Any], name: str, key: str) -> Any:

@@ -34,6 +34,9 @@ from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_lo
 from strategies import RobustStrategy
 from strategies.base import tensors_to
 
+REGISTRATION_TIMEOUT = 120.0
+"""Seconds a round waits for every SuperNode of the federation to connect."""
+
 
 class ServerSideTrainer:
     """The honest clients' local procedure, run on the server (DiverseFL, FLTrust).
@@ -145,13 +148,15 @@ def build_strategy(
         evaluate_fn=evaluator,
         on_fit_config_fn=lambda server_round: {"server_round": server_round, **fit_config},
         initial_parameters=ndarrays_to_parameters(init),
+        min_results=cfg.min_results,
+        registration_timeout=REGISTRATION_TIMEOUT,
+        registration_hint="; the federation needs one SuperNode per client (data.num_clients)",
     )
     schedule = participation_schedule(cfg)
     for node in _chain(strategy):
         node.properties_config = cell_config
         node.participation = schedule
     strategy.malicious_partition_ids = malicious_ids(cfg)
-    strategy.min_results = cfg.min_results
     strategy.local_trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
     if cfg.training.send == "gradient":
         strategy.gradient_lr = functools.partial(lr_at, cfg.training)

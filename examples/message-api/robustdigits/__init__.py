@@ -1,0 +1,1 @@
+"""robustdigits: a Flower / PyTorch app defended by flsec-flower's Krum inside Bucketing."""
