@@ -70,6 +70,17 @@ def forge_update(
     return attack.forge(zeros, update, np.random.default_rng() if rng is None else rng)
 
 
+def update_is_zero(global_weights: NDArrays, trained: NDArrays) -> bool:
+    """Whether ``trained`` equals ``global_weights`` everywhere (a zero update).
+
+    Examples
+    --------
+    >>> update_is_zero([np.ones(2)], [np.ones(2)]), update_is_zero([np.ones(2)], [np.zeros(2)])
+    (True, False)
+    """
+    return all(np.array_equal(g, x) for g, x in zip(global_weights, trained, strict=True))
+
+
 def check_number(
     name: str, value: object, *, above: float | None = None, at_least: float | None = None
 ) -> None:
