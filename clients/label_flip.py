@@ -113,7 +113,7 @@ class LabelFlip:
 
 
 class LabelFlipClient(AttackClient):
-    """Train on flipped labels (:class:`LabelFlip`) while the attack is active.
+    """Train on flipped labels (:func:`flip_labels`) while the attack is active.
 
     Parameters
     ----------
