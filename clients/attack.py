@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from flwr.common import Scalar
+from torch import nn
 
 from clients.honest import HonestClient
 from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
 from flsec_flower.config import ExperimentConfig, TrainingConfig, attacker_training
-from flsec_flower.experiment import attack_round, malicious_ids
+from flsec_flower.experiment import ClientEnv, attack_round, malicious_ids
 from flsec_flower.training import BatchTransform
 
 ACTIVE_TAG = ATTACK_ACTIVE_METRIC
@@ -63,6 +65,16 @@ class AttackClient(HonestClient):
 
     adds_gradient_noise: ClassVar[bool] = False
 
+    def __init__(self, env: ClientEnv, model: nn.Module | None = None) -> None:
+        if env.cfg.attack is None:
+            raise ValueError(
+                f"client {env.partition_id}: {type(self).__name__} needs the config's attack "
+                "block (its schedule); without it the client would never attack. Give the "
+                "config an attack block, or build the attack standalone "
+                "(clients.standalone.StandaloneAttackClient)"
+            )
+        super().__init__(env, model)
+
     def training_config(self, server_round: int) -> TrainingConfig:
         """``attack.training`` over ``training`` while active, ``training`` otherwise."""
         if self.active(server_round):
@@ -82,11 +94,19 @@ class AttackClient(HonestClient):
         """The attack's parameters: ``attack.params`` over the constructor defaults.
 
         The server side (``server_metrics``, ``server_adversary``) builds no
-        client, so it reads the parameters here. Defaults are the keyword
-        defaults of ``__init__`` of this class and of its bases.
+        client, so it reads the parameters here. Defaults are the fields of
+        the attack's parameter dataclass (``params_type``) when it has one,
+        else the keyword defaults of ``__init__`` of this class and of its bases.
         """
         params: dict[str, Any] = {}
-        for klass in cls.__mro__:
+        params_type = getattr(cls, "params_type", None)
+        if params_type is not None:
+            params.update(
+                (f.name, f.default)
+                for f in dataclasses.fields(params_type)
+                if f.default is not dataclasses.MISSING
+            )
+        for klass in () if params_type is not None else cls.__mro__:
             if klass is HonestClient:
                 break
             if "__init__" not in vars(klass):
@@ -96,17 +116,3 @@ class AttackClient(HonestClient):
                     params.setdefault(p.name, p.default)
         params.update(cfg.attack.params if cfg.attack is not None else {})
         return params
-
-
-class NoTrainingAttackClient(AttackClient):
-    """An attack whose update does not depend on local training (Gaussian, same value).
-
-    Training is skipped while the attack is active (the fit reports a
-    ``nan`` loss) and done honestly outside the schedule.
-    """
-
-    def train(self, x: torch.Tensor, y: torch.Tensor, server_round: int) -> float:
-        """Train honestly outside the schedule; skip training (loss ``nan``) while active."""
-        if self.active(server_round):
-            return float("nan")
-        return super().train(x, y, server_round)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from flwr.common import NDArrays
-from torch import nn
 
-from clients.attack import NoTrainingAttackClient
-from flsec_flower.experiment import ClientEnv, client_seed
+from clients.model_poisoning import ModelPoisoningClient, check_number
 
 
 def gaussian_weights(global_weights: NDArrays, sigma: float, rng: np.random.Generator) -> NDArrays:
@@ -47,34 +46,39 @@ def gaussian_weights(global_weights: NDArrays, sigma: float, rng: np.random.Gene
     return out
 
 
-class GaussianClient(NoTrainingAttackClient):
-    """Return the global model plus Gaussian noise (:func:`gaussian_weights`) while active.
+@dataclass(frozen=True)
+class Gaussian:
+    r"""The Gaussian attack as an update transform: :math:`\tilde u \sim \mathcal N(0, \sigma^2 I)`.
 
-    The noise replaces the update, so an active attacker skips training. The
-    noise is seeded by the run's seed, the partition and the round.
+    The noise replaces the update (:func:`gaussian_weights`), so it needs no training.
 
     Parameters
     ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
     sigma : float
         Standard deviation of the update's coordinates (200, the setting of
         He, Karimireddy & Jaggi's resampling paper, arXiv 2006.09365).
     """
 
-    def __init__(
-        self, env: ClientEnv, model: nn.Module | None = None, *, sigma: float = 200.0
-    ) -> None:
-        super().__init__(env, model)
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ValueError(f"sigma: got {sigma!r}, must be a finite number >= 0")
-        self.sigma = sigma
+    needs_training: ClassVar[bool] = False
+    sigma: float = 200.0
 
-    def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
-        """``G + N(0, sigma^2)`` while active, else ``X``."""
-        if not self.active(server_round):
-            return trained
-        rng = np.random.default_rng(client_seed(self.env.cfg, self.partition_id, server_round))
+    def __post_init__(self) -> None:
+        """Check ``sigma``."""
+        check_number("sigma", self.sigma, at_least=0)
+
+    def forge(
+        self, global_weights: NDArrays, trained: NDArrays, rng: np.random.Generator
+    ) -> NDArrays:
+        """``G + N(0, sigma^2 I)``."""
         return gaussian_weights(global_weights, self.sigma, rng)
+
+
+class GaussianClient(ModelPoisoningClient):
+    """Return the global model plus Gaussian noise (:func:`gaussian_weights`) while active.
+
+    The noise replaces the update, so an active attacker skips training. The
+    noise is seeded by the run's seed, the partition and the round.
+    Parameters: the fields of :class:`Gaussian` (``sigma``).
+    """
+
+    params_type = Gaussian

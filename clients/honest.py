@@ -11,6 +11,7 @@ from flwr.client import NumPyClient
 from flwr.common import Config, NDArrays, Scalar
 from torch import nn
 
+from clients.schedule import RoundClock
 from flsec_flower.aggregation import Adversary
 from flsec_flower.client_state import CHECKPOINT_DIR_KEY, ClientState
 from flsec_flower.config import ExperimentConfig, TrainingConfig
@@ -79,6 +80,7 @@ class HonestClient(NumPyClient):
         self.state: ClientState | None = None
         self.checkpoint_dir: str | None = None
         self.partition_id = env.partition_id
+        self.clock = RoundClock()
         if model is None:
             ds = env.dataset
             model = build_model(env.cfg.model.name, ds.input_shape, ds.num_classes, env.cfg.seed)
@@ -210,8 +212,13 @@ class HonestClient(NumPyClient):
         return get_weights(self.model)
 
     def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """Train on this round's data from the global model and return the result."""
-        server_round = int(config.get("server_round", 0))
+        """Train on this round's data from the global model and return the result.
+
+        The round is the config's ``server_round`` (ours) or ``server-round``
+        (Flower's Message API); without either the client counts its fit calls
+        (:class:`~clients.schedule.RoundClock`).
+        """
+        server_round = self.clock.tick(config)
         checkpoint_dir = config.get(CHECKPOINT_DIR_KEY)
         self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
         set_weights(self.model, parameters)

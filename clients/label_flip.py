@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -66,6 +68,50 @@ def _checked_mapping(mapping: dict, num_classes: int) -> dict[int, int]:
     return out
 
 
+@dataclass(frozen=True)
+class LabelFlip:
+    """Label flipping as a data poisoning (:func:`flip_labels`).
+
+    Wrap a dataset with :class:`~clients.poisoned_data.PoisonedDataset`.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes ``C`` (>= 2).
+    mapping : dict of int to int, optional
+        ``{source: target}`` label pairs; ``None`` (the papers' setting)
+        maps ``y`` to ``C - 1 - y``.
+
+    Raises
+    ------
+    ValueError
+        Naming the field, for labels outside the classes.
+
+    Examples
+    --------
+    >>> LabelFlip(10, {1: 7}).poison(torch.zeros(2, 1), torch.tensor([1, 2]), None)[1]
+    tensor([7, 2])
+    """
+
+    num_classes: int
+    mapping: dict | None = None
+
+    def __post_init__(self) -> None:
+        """Check the classes and normalise the mapping's keys and values to ``int``."""
+        if isinstance(self.num_classes, bool) or not (
+            isinstance(self.num_classes, int) and self.num_classes >= 2
+        ):
+            raise ValueError(f"num_classes: got {self.num_classes!r}, must be an integer >= 2")
+        if self.mapping is not None:
+            object.__setattr__(self, "mapping", _checked_mapping(self.mapping, self.num_classes))
+
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, flip_labels(y))``."""
+        return x, flip_labels(y, self.num_classes, self.mapping)
+
+
 class LabelFlipClient(AttackClient):
     """Train on flipped labels (:func:`flip_labels`) while the attack is active.
 
@@ -84,12 +130,12 @@ class LabelFlipClient(AttackClient):
         self, env: ClientEnv, model: nn.Module | None = None, *, mapping: dict | None = None
     ) -> None:
         super().__init__(env, model)
-        num_classes = env.dataset.num_classes
-        self.mapping = None if mapping is None else _checked_mapping(mapping, num_classes)
+        self.flip = LabelFlip(env.dataset.num_classes, mapping)
+        self.mapping = self.flip.mapping
 
     def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The partition with flipped labels while active, else the partition."""
         x, y = super().training_data(server_round)
         if not self.active(server_round):
             return x, y
-        return x, flip_labels(y, self.env.dataset.num_classes, self.mapping)
+        return self.flip.poison(x, y, None)

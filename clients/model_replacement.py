@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +14,7 @@ from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from clients.attack import attackers_per_round
+from clients.model_poisoning import check_number
 from clients.naive_poisoning import PoisonedTraining
 from clients.pixel_trojan import PixelTrojanClient
 from clients.semantic_backdoor import SemanticBackdoorClient
@@ -93,6 +96,67 @@ def update_norm(global_weights: NDArrays, trained: NDArrays) -> float:
             for g, x in zip(global_weights, trained, strict=True)
         )
     )
+
+
+@dataclass(frozen=True)
+class Scaling:
+    r"""Model replacement's boost as an update transform: :math:`\tilde u = \gamma u`.
+
+    Bagdasaryan et al.'s scaling, on whatever the client trained (e.g. on a
+    backdoored dataset wrapper): with ``gamma`` alone :math:`\gamma` is fixed
+    (``n / eta`` replaces the global model under FedAvg, :func:`default_boost`);
+    with ``norm_bound`` ``S`` as well the boost is capped so that
+    :math:`\lVert \tilde u \rVert \le S`; with ``norm_bound`` alone it is
+    :math:`S / \lVert u \rVert` (train-and-scale). A zero or non-finite update
+    is boosted by ``gamma`` (1 without one).
+
+    Parameters
+    ----------
+    gamma : float, optional
+        The boost, ``> 0``.
+    norm_bound : float, optional
+        ``S``, the defence's norm bound, ``> 0``.
+
+    Raises
+    ------
+    ValueError
+        Naming the field, for values out of range or when both are missing.
+
+    Examples
+    --------
+    >>> Scaling(gamma=10.0).forge([np.zeros(2)], [np.array([3.0, 4.0])], None)[0]
+    array([30., 40.])
+    >>> Scaling(norm_bound=1.0).boost([np.zeros(2)], [np.array([3.0, 4.0])])
+    0.2
+    """
+
+    needs_training: ClassVar[bool] = True
+    gamma: float | None = None
+    norm_bound: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields."""
+        if self.gamma is None and self.norm_bound is None:
+            raise ValueError("gamma: give the boost gamma, the norm bound norm_bound, or both")
+        if self.gamma is not None:
+            check_number("gamma", self.gamma, above=0)
+        if self.norm_bound is not None:
+            check_number("norm_bound", self.norm_bound, above=0)
+
+    def boost(self, global_weights: NDArrays, trained: NDArrays) -> float:
+        """The boost of this update (see the class docstring)."""
+        fixed = 1.0 if self.gamma is None else self.gamma
+        norm = update_norm(global_weights, trained)
+        if self.norm_bound is None or not 0.0 < norm < math.inf:
+            return fixed
+        capped = self.norm_bound / norm
+        return capped if self.gamma is None else min(self.gamma, capped)
+
+    def forge(
+        self, global_weights: NDArrays, trained: NDArrays, rng: np.random.Generator | None
+    ) -> NDArrays:
+        """``G + boost (X - G)`` (:func:`replacement_weights`)."""
+        return replacement_weights(global_weights, trained, self.boost(global_weights, trained))
 
 
 def alpha_weighted(cfg: TrainingConfig, alpha: float) -> TrainingConfig:
@@ -277,12 +341,9 @@ class ModelReplacement(PoisonedTraining):
         return update
 
     def boost(self, global_weights: NDArrays, trained: NDArrays) -> float:
-        """The boost of this round's mode (see the class docstring)."""
-        norm = update_norm(global_weights, trained)
-        scalable = self.norm_bound is not None and 0.0 < norm < math.inf
-        if self.mode == "train_and_scale":
-            return self.norm_bound / norm if scalable else 1.0
-        return min(self.gamma, self.norm_bound / norm) if scalable else self.gamma
+        """The boost of this round's mode (:meth:`Scaling.boost`; see the class docstring)."""
+        gamma = None if self.mode == "train_and_scale" else self.gamma
+        return Scaling(gamma, self.norm_bound).boost(global_weights, trained)
 
     def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
         """``G + gamma (X - G)`` while active, else ``X``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -194,6 +195,75 @@ def stamp(
     return torch.where(where.to(x.device), values.to(x.device, x.dtype), x)
 
 
+@dataclass(frozen=True)
+class PixelTrigger:
+    """Pixel-trigger poisoning of a fraction of the data (Ozdayi et al. 2021), as a dataset wrapper.
+
+    ``floor(poison_fraction * n_s)`` of the ``n_s`` eligible samples (those of
+    ``source_class``, or all), drawn with the generator, are stamped
+    (:func:`stamp`) and relabelled ``target_class``; wrap a dataset with
+    :class:`~clients.poisoned_data.PoisonedDataset`. The trigger is checked
+    against the inputs' shape at the first :meth:`poison`.
+
+    Parameters
+    ----------
+    target_class : int
+        Label the trigger maps to (>= 0).
+    pattern, trigger_size, offset, mask, value
+        The trigger, as in :func:`trigger`.
+    source_class : int, optional
+        Only samples of this class are stamped; ``None`` stamps any.
+    poison_fraction : float
+        Fraction of eligible samples poisoned, in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> x, y = PixelTrigger(7, "square", poison_fraction=1.0).poison(
+    ...     torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]), torch.Generator())
+    >>> y.tolist(), int(x.sum())
+    ([7, 7], 50)
+    """
+
+    target_class: int
+    pattern: str = "plus"
+    trigger_size: int | None = None
+    offset: list[int] | None = None
+    mask: list[list[int]] | None = None
+    value: float = 1.0
+    source_class: int | None = None
+    poison_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check the fields that do not depend on the data."""
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"pattern: got {self.pattern!r}, allowed: {', '.join(PATTERNS)}")
+        if not (isinstance(self.target_class, int) and self.target_class >= 0):
+            raise ValueError(f"target_class: got {self.target_class!r}, must be a class >= 0")
+        if not 0.0 <= self.poison_fraction <= 1.0:
+            raise ValueError(f"poison_fraction: got {self.poison_fraction!r}, must be in [0, 1]")
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with this trigger (:func:`stamp`)."""
+        return stamp(x, **_trigger_kwargs(vars(self)))
+
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data with its poisoned part stamped and relabelled."""
+        if self.source_class is None:
+            eligible = torch.arange(len(y), device=y.device)
+        else:
+            eligible = torch.nonzero(y == self.source_class).flatten()
+        k = int(np.floor(self.poison_fraction * len(eligible)))
+        chosen = eligible[
+            torch.randperm(len(eligible), generator=generator)[:k].to(eligible.device)
+        ]
+        x, y = x.clone(), y.clone()
+        x[chosen] = self.stamp(x[chosen])
+        y[chosen] = self.target_class
+        return x, y
+
+
 class PixelTrojanClient(AttackClient):
     """Pixel-pattern backdoor by data poisoning (Ozdayi et al. 2021; Bagdasaryan et al. 2020).
 
@@ -279,6 +349,12 @@ class PixelTrojanClient(AttackClient):
             )
         self.items_per_batch = items_per_batch
         self.poison_fraction = 0.5 if poison_fraction is None else poison_fraction
+        self.trigger = PixelTrigger(
+            target_class,
+            source_class=source_class,
+            poison_fraction=self.poison_fraction,
+            **self.trigger_kwargs,
+        )
 
     def _eligible(self) -> torch.Tensor:
         y = self.env.y
@@ -291,14 +367,8 @@ class PixelTrojanClient(AttackClient):
         x, y = super().training_data(server_round)
         if not self.active(server_round) or self.items_per_batch is not None:
             return x, y
-        eligible = self._eligible()
-        k = int(np.floor(self.poison_fraction * len(eligible)))
         gen = torch.Generator().manual_seed(client_seed(self.env.cfg, self.partition_id, 0))
-        chosen = eligible[torch.randperm(len(eligible), generator=gen)[:k].to(eligible.device)]
-        x, y = x.clone(), y.clone()
-        x[chosen] = stamp(x[chosen], **self.trigger_kwargs)
-        y[chosen] = self.target_class
-        return x, y
+        return self.trigger.poison(x, y, gen)
 
     def batch_transform(self, server_round: int) -> BatchTransform | None:
         """``items_per_batch`` mode: replace each batch's first ``c`` items by backdoor items."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from flwr.common import NDArrays
-from torch import nn
 
-from clients.attack import NoTrainingAttackClient
-from flsec_flower.experiment import ClientEnv
+from clients.model_poisoning import ModelPoisoningClient, check_number
 
 
 def same_value_weights(global_weights: NDArrays, sigma: float) -> NDArrays:
@@ -43,32 +42,38 @@ def same_value_weights(global_weights: NDArrays, sigma: float) -> NDArrays:
     ]
 
 
-class SameValueClient(NoTrainingAttackClient):
-    """Return the global model moved by ``sigma`` in every coordinate while active.
+@dataclass(frozen=True)
+class SameValue:
+    r"""The same-value attack as an update transform: :math:`\tilde u = \sigma \mathbf 1`.
 
-    The update does not depend on training, so an active attacker skips it.
+    The constant replaces the update (:func:`same_value_weights`), so it needs no training.
 
     Parameters
     ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
     sigma : float
         The constant (100, the setting of He, Karimireddy & Jaggi's
         resampling code).
     """
 
-    def __init__(
-        self, env: ClientEnv, model: nn.Module | None = None, *, sigma: float = 100.0
-    ) -> None:
-        super().__init__(env, model)
-        if not math.isfinite(sigma):
-            raise ValueError(f"sigma: got {sigma!r}, must be a finite number")
-        self.sigma = sigma
+    needs_training: ClassVar[bool] = False
+    sigma: float = 100.0
 
-    def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
-        """``G + sigma`` while active, else ``X``."""
-        if not self.active(server_round):
-            return trained
+    def __post_init__(self) -> None:
+        """Check ``sigma``."""
+        check_number("sigma", self.sigma)
+
+    def forge(
+        self, global_weights: NDArrays, trained: NDArrays, rng: np.random.Generator | None
+    ) -> NDArrays:
+        """``G + sigma``."""
         return same_value_weights(global_weights, self.sigma)
+
+
+class SameValueClient(ModelPoisoningClient):
+    """Return the global model moved by ``sigma`` in every coordinate while active.
+
+    The update does not depend on training, so an active attacker skips it.
+    Parameters: the fields of :class:`SameValue` (``sigma``).
+    """
+
+    params_type = SameValue

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from flwr.common import NDArrays
-from torch import nn
 
-from clients.attack import AttackClient
-from flsec_flower.experiment import ClientEnv
+from clients.model_poisoning import ModelPoisoningClient, check_number
 
 
 def sign_flip(global_weights: NDArrays, trained: NDArrays, scale: float = 1.0) -> NDArrays:
@@ -49,29 +48,39 @@ def sign_flip(global_weights: NDArrays, trained: NDArrays, scale: float = 1.0) -
     return out
 
 
-class SignFlipClient(AttackClient):
-    """Train honestly, then return :func:`sign_flip` of the result while active.
+@dataclass(frozen=True)
+class SignFlip:
+    r"""Sign flipping as an update transform: :math:`\tilde u = -s\,u` (:func:`sign_flip`).
 
     Parameters
     ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
     scale : float
         Factor ``s > 0`` on the reversed update (1, the papers' setting).
+
+    Examples
+    --------
+    >>> SignFlip(scale=2.0).forge([np.zeros(2)], [np.array([1.0, -1.0])], None)[0]
+    array([-2.,  2.])
     """
 
-    def __init__(
-        self, env: ClientEnv, model: nn.Module | None = None, *, scale: float = 1.0
-    ) -> None:
-        super().__init__(env, model)
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale: got {scale!r}, must be a finite number > 0")
-        self.scale = scale
+    needs_training: ClassVar[bool] = True
+    scale: float = 1.0
 
-    def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
-        """``G - s (X - G)`` while active, else ``X``."""
-        if not self.active(server_round):
-            return trained
+    def __post_init__(self) -> None:
+        """Check ``scale``."""
+        check_number("scale", self.scale, above=0)
+
+    def forge(
+        self, global_weights: NDArrays, trained: NDArrays, rng: np.random.Generator | None
+    ) -> NDArrays:
+        """``G - s (X - G)``."""
         return sign_flip(global_weights, trained, self.scale)
+
+
+class SignFlipClient(ModelPoisoningClient):
+    """Train honestly, then return :func:`sign_flip` of the result while active.
+
+    Parameters: the fields of :class:`SignFlip` (``scale``).
+    """
+
+    params_type = SignFlip

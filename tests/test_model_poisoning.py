@@ -98,7 +98,7 @@ def test_gaussian_client_skips_training_and_is_seeded():
     assert not np.array_equal(a[0], c[0])
     u = server_update(init, a)
     assert 3.0 < float(u.std()) < 7.0
-    assert client.sigma == 5.0 and GaussianClient(env).sigma == 200.0
+    assert client.attack.sigma == 5.0 and GaussianClient(env).attack.sigma == 200.0
 
 
 def test_same_value_is_sigma_everywhere():
@@ -111,7 +111,7 @@ def test_same_value_is_sigma_everywhere():
     u = server_update(init, weights)
     torch.testing.assert_close(u, torch.full_like(u, 100.0), rtol=0, atol=1e-5)
     assert math.isnan(metrics["train_loss"])
-    assert SameValueClient(env).sigma == 100.0
+    assert SameValueClient(env).attack.sigma == 100.0
 
 
 def test_inactive_noise_attacks_train_honestly():

@@ -5,6 +5,7 @@ A new rule or attack is one new file plus one line here.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -144,7 +145,19 @@ def parameters(cls: type) -> list[inspect.Parameter]:
     :class:`RobustStrategy` / :class:`HonestClient`; a name's first
     occurrence (the most derived, with its default) wins. The runner's own
     arguments (``inner``, ``server_lr``, ``device``, ``env`` ...) are left out.
+    An attack with a parameter dataclass (``params_type``) declares its
+    parameters there: its fields are the parameters.
     """
+    params_type = getattr(cls, "params_type", None)
+    if params_type is not None:
+        return [
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+            )
+            for f in dataclasses.fields(params_type)
+        ]
     found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if klass is object or "__init__" not in vars(klass):
