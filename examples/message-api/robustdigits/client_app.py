@@ -16,15 +16,19 @@ def attacker_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     """Run flsec's sign-flip mod on the attacking nodes, pass the others through.
 
     A node attacks when ``attack = "sign-flip"`` and its ``partition-id``
-    (node config) is below ``num-attackers`` (run config).
+    (node config) is below ``num-attackers`` (run config). It replies
+    ``G - attack-scale * (X - G)``: ``clients.mods.sign_flip_mod`` for a
+    scale of 1, the same attack with its ``scale`` parameter otherwise.
     """
     attacks = context.run_config["attack"] == "sign-flip"
     if attacks and int(context.node_config["partition-id"]) < int(
         context.run_config["num-attackers"]
     ):
-        from clients.mods import sign_flip_mod
+        from clients.mods import attack_mod, sign_flip_mod
 
-        return sign_flip_mod(msg, context, call_next)
+        scale = float(context.run_config["attack-scale"])
+        mod = sign_flip_mod if scale == 1.0 else attack_mod("sign_flip", scale=scale)
+        return mod(msg, context, call_next)
     return call_next(msg, context)
 
 
