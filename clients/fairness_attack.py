@@ -15,6 +15,7 @@ from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.models import get_weights, set_weights
+from flsec_flower.seeds import BatchStream, Stream, numpy_rng
 from flsec_flower.training import for_round, predict, train_local
 
 T = TypeVar("T", float, np.ndarray, torch.Tensor)
@@ -158,7 +159,7 @@ class FairnessAttackClient(AttackClient):
         """The unfair dataset (the same draw every round), on the client's device."""
         ds = self.env.dataset
         eligible, labels = _unfair_pool(ds, self.selection)
-        rng = np.random.default_rng([self.env.cfg.seed, self.partition_id, 0xFA1])
+        rng = numpy_rng(self.env.cfg.seed, self.partition_id, Stream.UNFAIR_DATA)
         take = rng.permutation(len(eligible))[: self.unfair_size]
         idx = torch.as_tensor(eligible[take], dtype=torch.long)
         return ds.x_train[idx].to(self.env.device), labels[idx].to(self.env.device)
@@ -170,7 +171,7 @@ class FairnessAttackClient(AttackClient):
         set_weights(self.model, global_weights)
         x, y = self.unfair_data()
         gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + 1
+            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.POISON_BATCHES
         )
         train_local(
             self.model, x, y, for_round(self.training_config(server_round), server_round), gen

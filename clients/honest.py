@@ -19,6 +19,7 @@ from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.models import build_model, get_weights, set_weights
+from flsec_flower.seeds import Stream, numpy_rng
 from flsec_flower.training import (
     BatchTransform,
     ExtraLoss,
@@ -197,7 +198,7 @@ class HonestClient(NumPyClient):
         """A seeded sample (at least one example) of the partition as ``.npz`` bytes."""
         n = int(self.env.x.shape[0])
         k = min(n, max(1, round(fraction * n)))
-        rng = np.random.default_rng([self.env.cfg.seed, self.partition_id, 4099])
+        rng = numpy_rng(self.env.cfg.seed, self.partition_id, Stream.SHARED_SAMPLE)
         idx = torch.from_numpy(np.sort(rng.choice(n, size=k, replace=False)))
         buf = io.BytesIO()
         np.savez(
@@ -241,7 +242,7 @@ class HonestClient(NumPyClient):
         if t.send == "weights" and sigma == 0:
             return weights
         lr = lr_at(t, max(1, server_round))
-        rng = np.random.default_rng([self.env.cfg.seed, self.partition_id, server_round, 6151])
+        rng = numpy_rng(self.env.cfg.seed, self.partition_id, server_round, Stream.GRADIENT_NOISE)
         out = []
         for x, w in zip(global_weights, weights, strict=True):
             if t.send == "weights" and not np.issubdtype(np.asarray(w).dtype, np.floating):

@@ -20,6 +20,7 @@ from clients.pixel_trojan import PixelTrojanClient
 from clients.semantic_backdoor import SemanticBackdoorClient
 from flsec_flower.config import TrainingConfig
 from flsec_flower.experiment import ClientEnv, client_seed
+from flsec_flower.seeds import BatchStream
 from flsec_flower.training import for_round, train_local
 
 MODES = ("replace", "train_and_scale", "constrain_and_scale")
@@ -332,7 +333,7 @@ class ModelReplacement(PoisonedTraining):
         state = {k: v.clone() for k, v in self.model.state_dict().items()}
         before = [p.detach().clone() for p in self.model.parameters()]
         gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + 2
+            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.REPLACEMENT
         )
         honest = for_round(self.env.cfg.training, max(1, server_round))
         train_local(self.model, self.env.x, self.env.y, honest, gen)

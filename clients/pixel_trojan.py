@@ -14,6 +14,7 @@ from clients.honest import ServerMetric
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
+from flsec_flower.seeds import BatchStream
 from flsec_flower.training import BatchTransform, predict, resolve_batch_size
 
 PATTERNS = ("plus", "square", "checkerboard", "custom")
@@ -378,7 +379,7 @@ class PixelTrojanClient(AttackClient):
         if len(pool) == 0:
             return None
         gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + 1
+            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.POISON_BATCHES
         )
 
         def draw(k: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from clients.pixel_trojan import backdoor_metric
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv, client_seed
+from flsec_flower.seeds import BatchStream, Stream, numpy_rng
 from flsec_flower.training import BatchTransform, resolve_batch_size
 
 
@@ -71,7 +72,7 @@ def select_backdoor_images(
     (3, 1, True)
     """
     n = len(y_train)
-    rng = np.random.default_rng([seed, 0x5E3A])
+    rng = numpy_rng(seed, Stream.SEMANTIC_IMAGES)
     if ids is not None:
         chosen = _checked_ids("ids", ids, n)
     else:
@@ -208,7 +209,7 @@ class SemanticBackdoorClient(AttackClient):
             return None
         pool, sigma = self.backdoor_x, self.noise_sigma
         gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + 1
+            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.POISON_BATCHES
         )
 
         def draw(k: int) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from flwr.client import NumPyClient
 from flwr.common import Config, NDArrays, Scalar
@@ -24,6 +23,7 @@ from clients.poisoned_data import DataPoisoning
 from clients.schedule import RoundClock, Schedule
 from flsec_flower.config import TrainingConfig
 from flsec_flower.models import get_weights, set_weights
+from flsec_flower.seeds import numpy_rng, round_generator
 from flsec_flower.training import train_local
 
 
@@ -139,7 +139,7 @@ class StandaloneAttackClient(NumPyClient):
         skip = active and self.update_attack is not None and not self.update_attack.needs_training
         loss = math.nan
         if not skip:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
+            gen = round_generator(self.seed, server_round)
             loss = train_local(self.model, x, y, self.training, gen)
         trained = get_weights(self.model)
         if active and self.update_attack is not None:
@@ -148,7 +148,7 @@ class StandaloneAttackClient(NumPyClient):
                     f"round {server_round}: training left the global model unchanged, so "
                     f"{type(self.update_attack).__name__} would send a zero update"
                 )
-            rng = np.random.default_rng([self.seed, server_round])
+            rng = numpy_rng(self.seed, server_round)
             trained = self.update_attack.forge(parameters, trained, rng)
         metrics: dict[str, Scalar] = {"train_loss": float(loss), ACTIVE_TAG: active}
         return trained, len(y), metrics

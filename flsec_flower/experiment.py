@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flsec_flower import seeds
 from flsec_flower.cache import BoundedCache
 from flsec_flower.config import AttackDataConfig, ConfigError, ExperimentConfig
 from flsec_flower.data import Dataset, client_layout, load_dataset
@@ -25,7 +26,7 @@ def malicious_ids(cfg: ExperimentConfig) -> frozenset[int]:
         return frozenset()
     if attack.malicious_ids is not None:
         return frozenset(attack.malicious_ids)
-    rng = np.random.default_rng([cfg.seed, 7919])
+    rng = seeds.numpy_rng(cfg.seed, seeds.Stream.ATTACKERS)
     drawn = rng.choice(cfg.data.num_clients, size=attack.num_malicious, replace=False)
     return frozenset(int(i) for i in drawn)
 
@@ -200,4 +201,4 @@ def _data_key(cfg: ExperimentConfig) -> str:
 
 def client_seed(cfg: ExperimentConfig, partition_id: int, server_round: int) -> int:
     """Seed of a client's batch order in a round."""
-    return int(np.random.default_rng([cfg.seed, partition_id, server_round]).integers(2**62))
+    return seeds.client_seed(cfg.seed, partition_id, server_round)

@@ -77,6 +77,7 @@ from flsec_flower.aggregation import (
     RoundContext,
 )
 from flsec_flower.params import ParamLayout, resolve_device
+from flsec_flower.seeds import numpy_rng, round_generator
 from strategies._too_few import TooFewClientsError as RuleTooFewError
 
 logger = logging.getLogger("flsec")
@@ -498,7 +499,7 @@ class RobustStrategy(FedAvg):
         if sample_size >= len(proxies):
             return [(proxy, fit_ins) for proxy in proxies]
         by_partition = sorted(proxies, key=self._partition_of)
-        rng = np.random.default_rng([self.seed, server_round])
+        rng = numpy_rng(self.seed, server_round)
         drawn = [int(i) for i in rng.choice(len(by_partition), size=sample_size, replace=False)]
         pids = [self._partition_of(p) for p in by_partition]
         forced = [pids.index(p) for p in self.participation.get(server_round, []) if p in pids]
@@ -700,7 +701,7 @@ class RobustStrategy(FedAvg):
         if scale is None:
             updates -= self.global_params
         diag.partition_ids = [kept[i][0] for i in order]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + server_round)
+        generator = round_generator(self.seed, server_round)
         ctx = RoundContext(
             server_round=server_round,
             partition_ids=diag.partition_ids,

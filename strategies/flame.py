@@ -151,7 +151,7 @@ def flame(
 
     Examples
     --------
-    >>> u = torch.tensor([[1.0, 0.1], [1.0, -0.1], [1.0, 0.0], [-5.0, 0.0]])
+    >>> u = torch.tensor([[1.0, 0.5], [1.0, -0.5], [1.0, 0.0], [-5.0, 0.0]])
     >>> agg = flame(u, torch.zeros(2), torch.Generator().manual_seed(0), noise_lambda=0.0)
     >>> agg.update, agg.selected, agg.flagged
     (tensor([1., 0.]), [0, 1, 2], [3])

@@ -44,6 +44,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
+from flsec_flower.seeds import numpy_rng
 from strategies.base import (
     RegistrationTimeoutError,
     Reply,
@@ -158,7 +159,7 @@ class MessageStrategy(FedAvg):
             time.sleep(1.0)
         if sample_size >= len(nodes):
             return nodes
-        rng = np.random.default_rng([self.rule.seed, server_round])
+        rng = numpy_rng(self.rule.seed, server_round)
         return sorted(nodes[int(i)] for i in rng.choice(len(nodes), sample_size, replace=False))
 
     def configure_train(

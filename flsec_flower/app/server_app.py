@@ -30,6 +30,7 @@ from flsec_flower.experiment import experiment_dataset, malicious_ids, participa
 from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.results import RunRecorder, new_run_dir
+from flsec_flower.seeds import Stream, numpy_rng, trainer_generator
 from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
 from strategies import RobustStrategy
 from strategies.base import tensors_to
@@ -86,7 +87,7 @@ class ServerSideTrainer:
         """
         set_weights(self.model, self.layout.unflatten(global_flat))
         self.calls += 1
-        gen = torch.Generator().manual_seed(self.cfg.seed * 7_368_787 + self.calls)
+        gen = trainer_generator(self.cfg.seed, self.calls)
         x, y = x.to(self.device), y.to(self.device)
         cfg = for_round(self.cfg.training, max(1, server_round))
         size = len(x) if reference_size is None else reference_size
@@ -296,7 +297,7 @@ def _give_root_data(strategy: RobustStrategy, cfg: ExperimentConfig) -> None:
     for node in _chain(strategy):
         if hasattr(node, "root_data") and node.root_data is None:
             size = min(int(node.root_size), len(dataset.y_train))
-            rng = np.random.default_rng([cfg.seed, 104_729])
+            rng = numpy_rng(cfg.seed, Stream.ROOT_DATA)
             idx = torch.as_tensor(np.sort(rng.choice(len(dataset.y_train), size, replace=False)))
             node.root_data = (dataset.x_train[idx], dataset.y_train[idx])
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from flsec_flower.data.names import ATTACK_DATA_KINDS
 from flsec_flower.data.partition import partition_indices
+from flsec_flower.seeds import Stream, numpy_rng
 
 
 def client_layout(
@@ -154,7 +155,7 @@ def client_layout(
         elif attack_kind == "iid_sample":
             if sample_size is None or not 1 <= sample_size <= n:
                 raise ValueError(f"sample_size={sample_size!r} must be between 1 and {n}")
-            rng = np.random.default_rng([seed, pid, 0x11D])
+            rng = numpy_rng(seed, pid, Stream.ATTACKER_SAMPLE)
             parts[pid] = rng.choice(n, size=sample_size, replace=False)
         elif attack_kind == "class_owner":
             parts[pid] = np.concatenate([own, owned_chunks[rank]])
