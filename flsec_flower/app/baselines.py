@@ -57,6 +57,7 @@ import glob
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,11 @@ def finished_run(cell: Cell) -> Path | None:
 
 
 class Progress:
-    """Prints ``cell i/N name round r/R ETA`` after every round."""
+    """Prints ``cell i/N name round r/R ETA`` after every round.
+
+    ``pending`` is every cell still to run, in the order they run, so the
+    ETA extrapolates over all of them, not only the current simulation's.
+    """
 
     def __init__(self, pending: list[Cell], offset: int, total: int) -> None:
         self.pending = pending
@@ -274,6 +279,10 @@ class Progress:
             flush=True,
         )
 
+    def shifted(self, start: int) -> Callable[[int, int], None]:
+        """The report for one simulation whose cell ``i`` is pending cell ``start + i``."""
+        return lambda index, server_round: self(start + index, server_round)
+
 
 def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict[str, Path]:
     """Run the cells not finished yet; return the finished cells' run folders by name.
@@ -294,12 +303,14 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
     groups: dict[tuple, list[Cell]] = {}
     for c in pending:
         groups.setdefault((c.cfg.data.num_clients, repr(c.cfg.resources)), []).append(c)
-    offset = len(done)
+    ordered = [c for group in groups.values() for c in group]
+    report = Progress(ordered, len(done), len(todo)) if progress else None
+    start = 0
     for group in groups.values():
-        report = Progress(group, offset, len(todo)) if progress else None
-        dirs = run_experiments([c.cfg for c in group], progress=False, on_round=report)
+        on_round = report.shifted(start) if report else None
+        dirs = run_experiments([c.cfg for c in group], progress=False, on_round=on_round)
         done.update(zip((c.name for c in group), dirs, strict=True))
-        offset += len(group)
+        start += len(group)
     return done
 
 
