@@ -208,3 +208,39 @@ def test_eta_counts_the_cells_of_every_simulation_not_only_the_current_one(
         f"{6 - k:.1f} min" for k in range(1, 7)
     ]
     assert lines[5].startswith(f"cell 3/3 {second[0].name} round 1/2 ")
+
+
+def test_only_runs_the_named_configs_and_keeps_the_others_finished_cells(tmp_path, monkeypatch):
+    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+    clean = [c for c in todo if c.point["config"] == "fmnist-clean"]
+    rlr = [c for c in todo if c.point["config"] == "fmnist-backdoor-rlr"]
+    kept = _fake_run(clean[0], list(range(clean[0].cfg.rounds + 1)))
+    ran: list[str] = []
+
+    def fake_run(cfgs, progress, on_round):
+        ran.extend(cfg.name for cfg in cfgs)
+        return [tmp_path / cfg.name for cfg in cfgs]
+
+    monkeypatch.setattr("flsec_flower.app.simulation.run_experiments", fake_run)
+    done = baselines.run_cells(todo, progress=False, only=["fmnist-backdoor-rlr"])
+    assert ran == [c.name for c in rlr]  # 9 cells; fmnist-clean and fmnist-backdoor stay
+    assert set(done) == {clean[0].name, *ran}
+    assert done[clean[0].name] == kept
+
+
+def test_only_names_an_unknown_or_skipped_config(tmp_path):
+    root = _root(tmp_path)
+    with pytest.raises(ConfigError, match=r"--only fmnist-cleen: no such config.*fmnist-clean"):
+        run_baseline(SLUG, "quick", out=tmp_path / "out", root=root, only=["fmnist-cleen"])
+    with pytest.raises(ConfigError, match=r"--only cifar10-clean: this config is not run here"):
+        run_baseline(SLUG, "quick", out=tmp_path / "out", root=root, only=["cifar10-clean"])
+    assert not (tmp_path / "out").exists()  # checked before anything runs or is written
+
+
+def test_cli_passes_only_to_the_runner(monkeypatch):
+    from flsec_flower.app import cli
+
+    seen = {}
+    monkeypatch.setattr(baselines, "run_baseline", lambda slug, **kw: seen.update(kw) or [])
+    assert cli.main(["baseline", SLUG, "--only", "fmnist-clean", "fmnist-backdoor"]) == 0
+    assert seen["only"] == ["fmnist-clean", "fmnist-backdoor"]
