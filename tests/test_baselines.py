@@ -176,3 +176,71 @@ def test_progress_line_names_the_cell_and_extrapolates_the_eta(tmp_path, monkeyp
         f"cell 2/5 {todo[0].name} round 1/{r} elapsed 0.5 min ETA {(2 * r - 1) / 2:.1f} min",
         f"cell 3/5 {todo[1].name} round 1/{r} elapsed 1.0 min ETA {r - 1:.1f} min",
     ]
+
+
+def test_eta_counts_the_cells_of_every_simulation_not_only_the_current_one(
+    tmp_path, monkeypatch, capsys
+):
+    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+
+    def resized(cell, num_clients):
+        data = dataclasses.replace(cell.cfg.data, num_clients=num_clients)
+        return dataclasses.replace(cell, cfg=dataclasses.replace(cell.cfg, rounds=2, data=data))
+
+    first = [resized(c, 10) for c in todo[:2]]
+    second = [resized(todo[2], 7)]  # another num_clients: a second simulation
+
+    def fake_run(cfgs, progress, on_round):  # every round takes 60 s of the fake clock
+        for i, cfg in enumerate(cfgs):
+            for r in range(cfg.rounds + 1):
+                on_round(i, r)
+        return [tmp_path / cfg.name for cfg in cfgs]
+
+    clock = iter(60.0 * k for k in range(7))
+    monkeypatch.setattr(baselines.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr("flsec_flower.app.simulation.run_experiments", fake_run)
+    baselines.run_cells(first + second)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "0/3 cells already finished, 3 to run"
+    # 6 rounds in all at 1 min each: after round k, 6 - k minutes are left, and the
+    # last round of the first simulation (k = 4) still has the second one's 2 to go.
+    assert [line.rsplit("ETA ", 1)[1] for line in lines[1:]] == [
+        f"{6 - k:.1f} min" for k in range(1, 7)
+    ]
+    assert lines[5].startswith(f"cell 3/3 {second[0].name} round 1/2 ")
+
+
+def test_only_runs_the_named_configs_and_keeps_the_others_finished_cells(tmp_path, monkeypatch):
+    todo, _ = cells(load_baseline(SLUG, _root(tmp_path)), "quick", out=tmp_path / "out")
+    clean = [c for c in todo if c.point["config"] == "fmnist-clean"]
+    rlr = [c for c in todo if c.point["config"] == "fmnist-backdoor-rlr"]
+    kept = _fake_run(clean[0], list(range(clean[0].cfg.rounds + 1)))
+    ran: list[str] = []
+
+    def fake_run(cfgs, progress, on_round):
+        ran.extend(cfg.name for cfg in cfgs)
+        return [tmp_path / cfg.name for cfg in cfgs]
+
+    monkeypatch.setattr("flsec_flower.app.simulation.run_experiments", fake_run)
+    done = baselines.run_cells(todo, progress=False, only=["fmnist-backdoor-rlr"])
+    assert ran == [c.name for c in rlr]  # 9 cells; fmnist-clean and fmnist-backdoor stay
+    assert set(done) == {clean[0].name, *ran}
+    assert done[clean[0].name] == kept
+
+
+def test_only_names_an_unknown_or_skipped_config(tmp_path):
+    root = _root(tmp_path)
+    with pytest.raises(ConfigError, match=r"--only fmnist-cleen: no such config.*fmnist-clean"):
+        run_baseline(SLUG, "quick", out=tmp_path / "out", root=root, only=["fmnist-cleen"])
+    with pytest.raises(ConfigError, match=r"--only cifar10-clean: this config is not run here"):
+        run_baseline(SLUG, "quick", out=tmp_path / "out", root=root, only=["cifar10-clean"])
+    assert not (tmp_path / "out").exists()  # checked before anything runs or is written
+
+
+def test_cli_passes_only_to_the_runner(monkeypatch):
+    from flsec_flower.app import cli
+
+    seen = {}
+    monkeypatch.setattr(baselines, "run_baseline", lambda slug, **kw: seen.update(kw) or [])
+    assert cli.main(["baseline", SLUG, "--only", "fmnist-clean", "fmnist-backdoor"]) == 0
+    assert seen["only"] == ["fmnist-clean", "fmnist-backdoor"]

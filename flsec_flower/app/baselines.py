@@ -41,7 +41,8 @@ A *cell* is one run: a config at one point of its ``sweep`` and one seed,
 named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
 lands in ``<out>/runs/``; a cell whose folder holds the same resolved config
 and all its rounds is finished and skipped when the command is run again,
-so an interrupted baseline resumes where it stopped. Cells that share
+so an interrupted baseline resumes where it stopped; ``only`` (``--only``)
+restricts which configs run. Cells that share
 ``data.num_clients`` and the client resources run in one simulation
 (:func:`flsec_flower.app.simulation.run_experiments`).
 
@@ -57,6 +58,7 @@ import glob
 import json
 import sys
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,7 +250,11 @@ def finished_run(cell: Cell) -> Path | None:
 
 
 class Progress:
-    """Prints ``cell i/N name round r/R ETA`` after every round."""
+    """Prints ``cell i/N name round r/R ETA`` after every round.
+
+    ``pending`` is every cell still to run, in the order they run, so the
+    ETA extrapolates over all of them, not only the current simulation's.
+    """
 
     def __init__(self, pending: list[Cell], offset: int, total: int) -> None:
         self.pending = pending
@@ -274,18 +280,29 @@ class Progress:
             flush=True,
         )
 
+    def shifted(self, start: int) -> Callable[[int, int], None]:
+        """The report for one simulation whose cell ``i`` is pending cell ``start + i``."""
+        return lambda index, server_round: self(start + index, server_round)
 
-def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict[str, Path]:
+
+def run_cells(
+    todo: list[Cell],
+    progress: bool = True,
+    run: bool = True,
+    only: Collection[str] | None = None,
+) -> dict[str, Path]:
     """Run the cells not finished yet; return the finished cells' run folders by name.
 
     Cells sharing ``data.num_clients`` and the client resources run in one
     simulation. With ``run=False`` nothing runs: only the cells already
-    finished are returned.
+    finished are returned. With ``only`` (config names), only those configs'
+    cells run; the other configs' finished cells are returned all the same.
     """
     from flsec_flower.app.simulation import run_experiments
 
     done = {c.name: path for c in todo if (path := finished_run(c)) is not None}
-    pending = [c for c in todo if c.name not in done] if run else []
+    chosen = [c for c in todo if only is None or c.point["config"] in only]
+    pending = [c for c in chosen if c.name not in done] if run else []
     if progress:
         print(
             f"{len(done)}/{len(todo)} cells already finished, {len(pending)} to run",
@@ -294,13 +311,35 @@ def run_cells(todo: list[Cell], progress: bool = True, run: bool = True) -> dict
     groups: dict[tuple, list[Cell]] = {}
     for c in pending:
         groups.setdefault((c.cfg.data.num_clients, repr(c.cfg.resources)), []).append(c)
-    offset = len(done)
+    ordered = [c for group in groups.values() for c in group]
+    report = Progress(ordered, len(done), len(todo)) if progress else None
+    start = 0
     for group in groups.values():
-        report = Progress(group, offset, len(todo)) if progress else None
-        dirs = run_experiments([c.cfg for c in group], progress=False, on_round=report)
+        on_round = report.shifted(start) if report else None
+        dirs = run_experiments([c.cfg for c in group], progress=False, on_round=on_round)
         done.update(zip((c.name for c in group), dirs, strict=True))
-        offset += len(group)
+        start += len(group)
     return done
+
+
+def check_only(only: Collection[str], todo: list[Cell], skipped: list[tuple[str, str]]) -> None:
+    """Check that every name in ``only`` (``--only``) is a config that runs at this scale.
+
+    Raises
+    ------
+    ConfigError
+        Naming the config that is unknown or not run at this scale (and why).
+    """
+    runnable = list(dict.fromkeys(c.point["config"] for c in todo))
+    reasons = dict(skipped)
+    for name in only:
+        if name in reasons:
+            raise ConfigError(f"--only {name}: this config is not run here ({reasons[name]})")
+        if name not in runnable:
+            raise ConfigError(
+                f"--only {name}: no such config in this baseline; "
+                f"configs (their name): {', '.join(runnable)}"
+            )
 
 
 def config_value(cfg: ExperimentConfig, key: str) -> Any:
@@ -502,18 +541,28 @@ def run_baseline(
     extra: dict[str, Any] | None = None,
     progress: bool = True,
     run: bool = True,
+    only: list[str] | None = None,
 ) -> list[Path]:
     """Run (or resume) baseline ``slug`` at ``scale``; return the files written.
 
     ``out`` defaults to ``runs/baselines/<slug>/<scale>``; ``extra`` holds
     dotted-key overrides applied after the scale's. With ``run=False`` the
     tables are written from the cells already finished (a partial result
-    while a run is under way); nothing runs.
+    while a run is under way); nothing runs. ``only`` names configs (their
+    ``name``) whose cells alone run; the tables still read every finished
+    cell, so the other configs' rows keep what is already in ``out``.
+
+    Raises
+    ------
+    ConfigError
+        If the scale, a config or a name in ``only`` is invalid.
     """
     baseline = load_baseline(slug, root)
     out = Path(out) if out is not None else Path("runs") / "baselines" / slug / scale
     todo, skipped = cells(baseline, scale, seeds, out, extra)
+    if only is not None:
+        check_only(only, todo, skipped)
     for name, reason in skipped:
         print(f"{name}: not run here ({reason})", file=sys.stderr)
-    run_dirs = run_cells(todo, progress, run)
+    run_dirs = run_cells(todo, progress, run, only)
     return write_outputs(baseline, summary_frame(todo, run_dirs, label_keys(baseline)), out, scale)

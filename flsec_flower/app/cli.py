@@ -153,6 +153,7 @@ def _baseline(args: argparse.Namespace) -> int:
         extra=dict(parse_override(o) for o in args.override),
         progress=not args.quiet,
         run=not args.no_run,
+        only=args.only,
     )
     for path in files:
         if path.suffix == ".md":
@@ -223,6 +224,12 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
         "--no-run",
         action="store_true",
         help="run nothing; write the tables from the cells already finished",
+    )
+    base.add_argument(
+        "--only",
+        nargs="+",
+        metavar="CONFIG",
+        help="run only these configs (their name); the tables still read every finished cell",
     )
     base.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     base.set_defaults(func=_baseline)
