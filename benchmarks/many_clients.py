@@ -97,6 +97,7 @@ class ActorMemory(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
+        """Poll until :attr:`done` is set."""
         while not self.done.wait(self.interval):
             sizes = actor_rss()
             if sizes:
