@@ -4,7 +4,9 @@ Grid: n in {100, 1000} clients x d in {1e5, 1e6, 1e7} parameters (cells whose
 matrices do not fit in the free memory are skipped and listed). Our rules:
 Krum, Multi-Krum (m = n - f), Bulyan, coordinate median, trimmed mean
 (beta = 0.1), RFA (geometric median), FLAME, DiverseFL's filter (guides
-given) and bucketing (s = 2) + Krum, with f = n // 10. Flower's equivalents,
+given) and bucketing (s = 2) + Krum, with f = n // 10; ``--all-rules`` adds
+the others (centred clipping, noisy median, resampling, NNM, RLR, norm
+clipping, DP noise, FLTrust, FoolsGold, the oracle), timed alone. Flower's equivalents,
 on the same matrix, in both of Flower's APIs:
 
 * ``legacy``: ``flwr.server.strategy.aggregate``'s ``aggregate_krum``,
@@ -63,14 +65,24 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from strategies.bucketing import bucketize
 from strategies.bulyan import bulyan
+from strategies.centered_clipping import centered_clipping
 from strategies.diversefl import diversefl
+from strategies.dp_noise import gaussian_noise
 from strategies.flame import flame
+from strategies.fltrust import fltrust
+from strategies.foolsgold import foolsgold_weights, weighted_mean
 from strategies.geometric_median import geometric_median
 from strategies.krum import krum
 from strategies.median import coordinate_median
+from strategies.nnm import nearest_neighbour_mixing
+from strategies.noisy_median import noisy_median
+from strategies.norm_bounding import clip_norms
+from strategies.oracle import oracle_mean
+from strategies.rlr import robust_lr
 from strategies.trimmed_mean import trimmed_mean
 
 BETA = 0.1
+SIGMA = 0.01
 KRUM_TARGET = 20.0
 MEMORY_TARGET = 2.0
 COORDINATE_WISE = ("median", "trimmed_mean", "bulyan")
@@ -112,9 +124,26 @@ def our_rules(f: int, guides: torch.Tensor | None = None) -> dict[str, Rule]:
     }
 
 
-def _bucket_krum(updates: torch.Tensor, f: int) -> torch.Tensor:
+def other_rules(f: int) -> dict[str, Rule]:
+    """Our remaining rules and wrappers (``--all-rules``); Flower has none of them."""
+    return {
+        "rfa_zero_init": lambda u: geometric_median(u, init="zero").update,
+        "centered_clipping": lambda u: centered_clipping(u).update,
+        "noisy_median": lambda u: noisy_median(u, SIGMA, _gen()).update,
+        "resampling+krum": lambda u: _bucket_krum(u, f, "resampling"),
+        "nnm+krum": lambda u: krum(nearest_neighbour_mixing(u, f), f).update,
+        "rlr(mean)": lambda u: robust_lr(u, u.mean(dim=0), theta=4),
+        "norm_clip+mean": lambda u: clip_norms(u, 1.0).mean(dim=0),
+        "dp_noise(mean)": lambda u: gaussian_noise(u.mean(dim=0), SIGMA, _gen()),
+        "fltrust": lambda u: fltrust(u, u[0]).update,
+        "foolsgold": lambda u: weighted_mean(u, foolsgold_weights(u)).update,
+        "oracle": lambda u: oracle_mean(u, torch.arange(u.shape[0]) >= f).update,
+    }
+
+
+def _bucket_krum(updates: torch.Tensor, f: int, mode: str = "bucketing") -> torch.Tensor:
     """Krum on buckets of 2, with the largest f <= ``f`` the bucket count allows."""
-    buckets = bucketize(updates, 2, _gen())[0]
+    buckets = bucketize(updates, 2, _gen(), mode)[0]
     return krum(buckets, min(f, (buckets.shape[0] - 3) // 2)).update
 
 
@@ -200,7 +229,7 @@ def predict(rows: list[dict], side: str, rule: str, n: int, d: int) -> float | N
     return ref[f"{side}_s"] * (n / ref["n"]) ** k * (d / ref["d"])
 
 
-def run_cell(n: int, d: int, budget: float, rows: list[dict]) -> list[dict]:
+def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -> list[dict]:
     """Time every rule (ours and Flower's) on one random ``(n, d)`` matrix."""
     f = byzantine(n)
     rng = np.random.default_rng(0)
@@ -210,7 +239,8 @@ def run_cell(n: int, d: int, budget: float, rows: list[dict]) -> list[dict]:
     legacy, msg = legacy_rules(f, n), msg_rules(f, n)
     out: list[dict] = []
     outputs: dict[str, np.ndarray] = {}
-    for name, rule in our_rules(f).items():
+    rules = our_rules(f) | (other_rules(f) if all_rules else {})
+    for name, rule in rules.items():
         seconds, agg = timed(lambda rule=rule: rule(updates))
         outputs[name] = agg.numpy()
         out.append({"rule": name, "n": n, "d": d, "f": f, "ours_s": seconds})
@@ -369,6 +399,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--quick", action="store_true", help="same as --profile quick")
     parser.add_argument("--flower-budget", type=float, help="seconds a Flower cell may take")
+    parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--json", type=Path, help="also write the JSON record here")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
@@ -396,7 +427,7 @@ def main() -> None:
             record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
             continue
-        rows += run_cell(n, d, budget, rows)
+        rows += run_cell(n, d, budget, rows, args.all_rules)
     record["grid"] = rows
     record["fits"] = {key: fit_exponents(rows, key) for key in ("ours_s", "legacy_s", "msg_s")}
     record["goals"] = goals(rows)
