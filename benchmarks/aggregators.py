@@ -1,34 +1,50 @@
-"""Robust aggregation rules: our implementations against Flower's built-ins, side by side.
+"""Robust aggregation rules on a grid of n x d, side by side with Flower's own rules.
 
-Speed: on the same random update matrix (default n = 50 clients, d = 2,000,000
-parameters, f = 5 so that Bulyan's n >= 4f + 3 holds), our Krum, Multi-Krum
-(m = n - f), Bulyan, coordinate median and trimmed mean (beta = 0.1, i.e. 5 per
-side) are timed against ``flwr.server.strategy.aggregate``'s ``aggregate_krum``,
-``aggregate_bulyan``, ``aggregate_median`` and ``aggregate_trimmed_avg`` on the
-list of NumPy arrays Flower takes (one array per client, equal sample counts).
-Each pair's outputs are compared (max abs difference). Our other rules (RFA,
-centred clipping, noisy median, the wrappers around Krum or the mean,
-DiverseFL's filter with given guides, FLTrust with a given server update,
-FLAME, FoolsGold, the oracle) are timed alone. Targets: speed-up >= 20x for
-Krum, Multi-Krum and Bulyan, >= 2x for median and trimmed mean.
+Grid: n in {100, 1000} clients x d in {1e5, 1e6, 1e7} parameters (cells whose
+matrices do not fit in the free memory are skipped and listed). Our rules:
+Krum, Multi-Krum (m = n - f), Bulyan, coordinate median, trimmed mean
+(beta = 0.1), RFA (geometric median), FLAME, DiverseFL's filter (guides
+given) and bucketing (s = 2) + Krum, with f = n // 10; ``--all-rules`` adds
+the others (centred clipping, noisy median, resampling, NNM, RLR, norm
+clipping, DP noise, FLTrust, FoolsGold, the oracle), timed alone. Flower's equivalents,
+on the same matrix, in both of Flower's APIs:
 
-Memory: each of our rules runs in its own subprocess on an n = 100,
-d = 11,000,000 matrix (4.4 GB); the peak extra memory over the input (peak RSS
-minus RSS before the call; on CUDA ``max_memory_allocated`` minus the input) is
-reported against a target of 2x the input's size.
+* ``legacy``: ``flwr.server.strategy.aggregate``'s ``aggregate_krum``,
+  ``aggregate_bulyan``, ``aggregate_median``, ``aggregate_trimmed_avg`` on
+  ``[([row], 1), ...]`` (views of the matrix, no copy);
+* ``msg``: the calls ``flwr.serverapp.strategy``'s ``MultiKrum``/``Krum``,
+  ``Bulyan``, ``FedMedian`` and ``FedTrimmedAvg`` make in ``aggregate_train``
+  (``select_multikrum``, ``aggregate_arrayrecords``,
+  ``aggregate_n_closest_weights``, ``np.median``, ``trim_mean``) on one
+  ``RecordDict`` per client. Their time includes decoding the records'
+  bytes; the time of one full decode is measured and subtracted before the
+  ratio is taken (``msg_s`` is the remainder), which favours Flower.
 
-Times are the minimum over ``--repeats`` runs of ours (the GPU is synchronised
-before reading the clock) and over ``--flower-repeats`` runs of Flower's
-(Flower's Bulyan, about 40 s at the default size, runs once).
-Prints two tables and the JSON record, and writes the JSON to ``--json``.
+A Flower cell whose predicted time (from the cost model fitted on the cells
+already run: Krum n^2 d, Bulyan n^3 d, median n d) exceeds ``--flower-budget``
+seconds is not run; the table says "skip" and the JSON holds the
+prediction. Every pair that runs is checked for agreement (max |diff|).
+Flower's Message-API ``Bulyan`` picks its theta updates by one Multi-Krum
+pass instead of the paper's recursive Krum (which ours and Flower's legacy
+rule apply), so its result can differ from both.
 
-    python benchmarks/aggregators.py --json runs/aggregators.json
+Then for every rule the cost is fitted as ``t = c n^a d^b`` (least squares
+on log t over the cells run) and printed; and each rule's peak memory is
+measured in a subprocess (peak RSS minus RSS before the matrix exists,
+divided by the matrix size; target <= 2 for the coordinate-wise rules).
+
+Goals checked and printed: Krum and Multi-Krum >= 20x Flower's legacy rule
+at n = 100, d = 1e6; no rule slower than Flower's (either API) in any cell.
+
+    python benchmarks/aggregators.py --quick           # about 10 minutes on 2 cores
+    python benchmarks/aggregators.py --profile full --json runs/aggregators_full.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import subprocess
 import sys
@@ -38,12 +54,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.server.strategy.aggregate import (
     aggregate_bulyan,
     aggregate_krum,
     aggregate_median,
     aggregate_trimmed_avg,
 )
+from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
+from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
+from flwr.serverapp.strategy.multikrum import select_multikrum
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from strategies.bucketing import bucketize
 from strategies.bulyan import bulyan
@@ -65,13 +86,33 @@ from strategies.trimmed_mean import trimmed_mean
 
 BETA = 0.1
 SIGMA = 0.01
-TARGETS = {"krum": 20.0, "multikrum": 20.0, "bulyan": 20.0, "median": 2.0, "trimmed_mean": 2.0}
+KRUM_TARGET = 20.0
 MEMORY_TARGET = 2.0
+COORDINATE_WISE = ("median", "trimmed_mean", "bulyan")
+PROFILES = {
+    "quick": {
+        "cells": [(100, 100_000), (100, 1_000_000), (1000, 100_000)],
+        "flower_budget": 60.0,
+        "memory_cell": (100, 1_000_000),
+    },
+    "full": {
+        "cells": [(n, d) for n in (100, 1000) for d in (100_000, 1_000_000, 10_000_000)],
+        "flower_budget": 600.0,
+        "memory_cell": (100, 10_000_000),
+    },
+}
+FLOWER_COST_EXPONENT = {"krum": 2, "multikrum": 2, "bulyan": 3, "median": 1, "trimmed_mean": 1}
+"""Exponent of n in the cost of Flower's rules (all are linear in d)."""
 
 Rule = Callable[[torch.Tensor], torch.Tensor]
 
 
-def our_rules(f: int) -> dict[str, Rule]:
+def byzantine(n: int) -> int:
+    """The f used at n clients: a tenth of them (Bulyan's n >= 4f + 3 holds)."""
+    return n // 10
+
+
+def our_rules(f: int, guides: torch.Tensor | None = None) -> dict[str, Rule]:
     """Our rules as ``updates -> aggregate``, in table order."""
     return {
         "krum": lambda u: krum(u, f).update,
@@ -80,24 +121,30 @@ def our_rules(f: int) -> dict[str, Rule]:
         "median": lambda u: coordinate_median(u).update,
         "trimmed_mean": lambda u: trimmed_mean(u, beta=BETA).update,
         "rfa": lambda u: geometric_median(u).update,
+        "flame": lambda u: flame(u, torch.zeros_like(u[0]), _gen()).update,
+        "diversefl": lambda u: diversefl(u, u.flip(0) if guides is None else guides).update,
+        "bucketing+krum": lambda u: _bucket_krum(u, f),
+    }
+
+
+def other_rules(f: int) -> dict[str, Rule]:
+    """Our remaining rules and wrappers (``--all-rules``); Flower has none of them."""
+    return {
         "rfa_zero_init": lambda u: geometric_median(u, init="zero").update,
         "centered_clipping": lambda u: centered_clipping(u).update,
-        "noisy_median": lambda u: noisy_median(u, SIGMA, torch.Generator().manual_seed(0)).update,
-        "bucketing+krum": lambda u: _bucket_krum(u, f, "bucketing"),
+        "noisy_median": lambda u: noisy_median(u, SIGMA, _gen()).update,
         "resampling+krum": lambda u: _bucket_krum(u, f, "resampling"),
         "nnm+krum": lambda u: krum(nearest_neighbour_mixing(u, f), f).update,
         "rlr(mean)": lambda u: robust_lr(u, u.mean(dim=0), theta=4),
         "norm_clip+mean": lambda u: clip_norms(u, 1.0).mean(dim=0),
         "dp_noise(mean)": lambda u: gaussian_noise(u.mean(dim=0), SIGMA, _gen()),
-        "diversefl": lambda u: diversefl(u, u.flip(0)).update,
         "fltrust": lambda u: fltrust(u, u[0]).update,
-        "flame": lambda u: flame(u, torch.zeros_like(u[0]), _gen()).update,
         "foolsgold": lambda u: weighted_mean(u, foolsgold_weights(u)).update,
         "oracle": lambda u: oracle_mean(u, torch.arange(u.shape[0]) >= f).update,
     }
 
 
-def _bucket_krum(updates: torch.Tensor, f: int, mode: str) -> torch.Tensor:
+def _bucket_krum(updates: torch.Tensor, f: int, mode: str = "bucketing") -> torch.Tensor:
     """Krum on buckets of 2, with the largest f <= ``f`` the bucket count allows."""
     buckets = bucketize(updates, 2, _gen(), mode)[0]
     return krum(buckets, min(f, (buckets.shape[0] - 3) // 2)).update
@@ -107,8 +154,8 @@ def _gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-def flower_rules(f: int, n: int) -> dict[str, Callable[[list], np.ndarray]]:
-    """Flower's built-ins on ``[([row], 1), ...]``; Bulyan gets a copy (it pops from its input)."""
+def legacy_rules(f: int, n: int) -> dict[str, Callable[[list], np.ndarray]]:
+    """Flower's legacy built-ins on ``[([row], 1), ...]``; Bulyan gets a copy (it pops)."""
     return {
         "krum": lambda res: aggregate_krum(res, f, 0)[0],
         "multikrum": lambda res: aggregate_krum(res, f, n - f)[0],
@@ -118,48 +165,136 @@ def flower_rules(f: int, n: int) -> dict[str, Callable[[list], np.ndarray]]:
     }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _layers(contents: list[RecordDict]) -> list[np.ndarray]:
+    return [c["arrays"]["w"].numpy() for c in contents]
 
 
-def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        sync(device)
+def _msg_bulyan(contents: list[RecordDict], f: int) -> np.ndarray:
+    """``flwr.serverapp.strategy.Bulyan.aggregate_train``'s steps, without message checks."""
+    theta = len(contents) - 2 * f
+    selected = select_multikrum(contents, f, theta)
+    arrays = [c["arrays"].to_numpy_ndarrays() for c in selected]
+    median = [np.median(layer, axis=0) for layer in zip(*arrays, strict=True)]
+    return aggregate_n_closest_weights(median, arrays, theta - 2 * f)[0]
+
+
+def _msg_mean(selected: list[RecordDict]) -> np.ndarray:
+    return aggregate_arrayrecords(selected, "num-examples")["w"].numpy()
+
+
+def msg_rules(f: int, n: int) -> dict[str, Callable[[list], np.ndarray]]:
+    """The Message-API strategies' aggregation calls on one ``RecordDict`` per client."""
+    return {
+        "krum": lambda c: select_multikrum(c, f, 1)[0]["arrays"]["w"].numpy(),
+        "multikrum": lambda c: _msg_mean(select_multikrum(c, f, n - f)),
+        "bulyan": lambda c: _msg_bulyan(c, f),
+        "median": lambda c: np.median(np.stack(_layers(c)), axis=0),
+        "trimmed_mean": lambda c: trim_mean(np.stack(_layers(c)), BETA),
+    }
+
+
+def records(host: np.ndarray) -> list[RecordDict]:
+    """One reply content per row, as a Flower Message-API client sends it."""
+    return [
+        RecordDict(
+            {"arrays": ArrayRecord({"w": Array(row)}), "metrics": MetricRecord({"num-examples": 1})}
+        )
+        for row in host
+    ]
+
+
+def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
+    """Best wall time of ``repeats`` calls (one more while a call takes under a second)."""
+    best, out, runs = float("inf"), None, 0
+    while runs < repeats or (best < 1.0 and runs < 3):
         start = time.perf_counter()
         out = fn()
-        sync(device)
         best = min(best, time.perf_counter() - start)
+        runs += 1
     return best, out
 
 
-def resolve(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def available_bytes() -> int:
+    """``MemAvailable`` from ``/proc/meminfo``."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
-def speed(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def predict(rows: list[dict], side: str, rule: str, n: int, d: int) -> float | None:
+    """Predicted seconds of a Flower rule from its largest cell run (cost n^k d)."""
+    done = [r for r in rows if r["rule"] == rule and r.get(f"{side}_s") is not None]
+    if not done:
+        return None
+    ref = max(done, key=lambda r: r["n"] ** FLOWER_COST_EXPONENT[rule] * r["d"])
+    k = FLOWER_COST_EXPONENT[rule]
+    return ref[f"{side}_s"] * (n / ref["n"]) ** k * (d / ref["d"])
+
+
+def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -> list[dict]:
+    """Time every rule (ours and Flower's) on one random ``(n, d)`` matrix."""
+    f = byzantine(n)
     rng = np.random.default_rng(0)
-    host = rng.standard_normal((args.n, args.d), dtype=np.float32)
-    host *= rng.uniform(0.5, 2.0, (args.n, 1)).astype(np.float32)
-    updates = torch.from_numpy(host).to(device)
-    results = [([host[i]], 1) for i in range(args.n)]
-    flower = flower_rules(args.f, args.n)
-    rows = []
-    for name, rule in our_rules(args.f).items():
-        ours, out = best_time(lambda rule=rule: rule(updates), args.repeats, device)
-        row: dict = {"rule": name, "ours_s": ours}
-        if name in flower:
-            repeats = 1 if name == "bulyan" else args.flower_repeats
-            theirs, ref = best_time(lambda name=name: flower[name](results), repeats, device)
-            diff = float(np.abs(out.cpu().numpy() - ref).max())
-            row |= {"flower_s": theirs, "speedup": theirs / ours, "target": TARGETS[name]}
-            row |= {"met": theirs / ours >= TARGETS[name], "max_abs_diff": diff}
-        rows.append(row)
-        print(f"  {name}: {ours:.3f} s", file=sys.stderr, flush=True)
-    return rows
+    host = rng.standard_normal((n, d), dtype=np.float32)
+    host *= rng.uniform(0.5, 2.0, (n, 1)).astype(np.float32)
+    updates = torch.from_numpy(host)
+    legacy, msg = legacy_rules(f, n), msg_rules(f, n)
+    out: list[dict] = []
+    outputs: dict[str, np.ndarray] = {}
+    rules = our_rules(f) | (other_rules(f) if all_rules else {})
+    for name, rule in rules.items():
+        seconds, agg = timed(lambda rule=rule: rule(updates))
+        outputs[name] = agg.numpy()
+        out.append({"rule": name, "n": n, "d": d, "f": f, "ours_s": seconds})
+        print(f"  n={n} d={d:.0e} {name}: {seconds:.3f} s", file=sys.stderr, flush=True)
+    results = [([row], 1) for row in host]
+    for row in out:
+        name = row["rule"]
+        if name not in legacy:
+            continue
+        guess = predict(rows + out, "legacy", name, n, d)
+        if guess is not None and guess > budget:
+            row["legacy_predicted_s"] = guess
+            continue
+        row["legacy_s"], ref = timed(lambda name=name: legacy[name](results))
+        row["legacy_diff"] = float(np.abs(outputs[name] - ref).max())
+        row["legacy_speedup"] = row["legacy_s"] / row["ours_s"]
+        print(f"  flower legacy {name}: {row['legacy_s']:.3f} s", file=sys.stderr, flush=True)
+    if available_bytes() < 4 * host.nbytes:
+        for row in out:
+            row["msg_skipped"] = "memory"
+        return out
+    contents = records(host)
+    decode, _ = timed(lambda: [c["arrays"].to_numpy_ndarrays() for c in contents])
+    for row in out:
+        name = row["rule"]
+        if name not in msg:
+            continue
+        guess = predict(rows + out, "msg", name, n, d)
+        if guess is not None and guess > budget:
+            row["msg_predicted_s"] = guess
+            continue
+        total, ref = timed(lambda name=name: msg[name](contents))
+        row |= {"msg_total_s": total, "msg_decode_s": decode, "msg_s": max(total - decode, 1e-9)}
+        row["msg_diff"] = float(np.abs(outputs[name] - ref).max())
+        row["msg_speedup"] = row["msg_s"] / row["ours_s"]
+        print(f"  flower msg {name}: {total:.3f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def fit_exponents(rows: list[dict], key: str) -> dict[str, dict]:
+    """Fit ``t = c n^a d^b`` per rule by least squares on log t (needs 3 cells, n and d varied)."""
+    fits = {}
+    for rule in dict.fromkeys(r["rule"] for r in rows):
+        cells = [r for r in rows if r["rule"] == rule and r.get(key)]
+        if len({r["n"] for r in cells}) < 2 or len({r["d"] for r in cells}) < 2:
+            continue
+        a = np.array([[1.0, np.log(r["n"]), np.log(r["d"])] for r in cells])
+        coef = np.linalg.lstsq(a, np.log([r[key] for r in cells]), rcond=None)[0]
+        fits[rule] = {"n_exponent": float(coef[1]), "d_exponent": float(coef[2])}
+        fits[rule]["cells"] = len(cells)
+    return fits
 
 
 def rss_bytes() -> int:
@@ -167,108 +302,151 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * resource.getpagesize()
 
 
-def memory_worker(args: argparse.Namespace, device: torch.device) -> None:
-    """Run one rule on an (n, d) matrix and print its peak extra memory as JSON."""
-    torch.manual_seed(0)
-    updates = torch.rand((args.n, args.d), device=device)
-    rule = our_rules(args.f)[args.memory_worker]
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        rule(updates)
-        sync(device)
-        extra = torch.cuda.max_memory_allocated(device) - base
-    else:
-        base = rss_bytes()
-        rule(updates)
-        extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({"rule": args.memory_worker, "peak_extra_bytes": max(extra, 0)}))
+def memory_worker(rule: str, n: int, d: int) -> None:
+    """Run one rule on a fresh ``(n, d)`` matrix; print peak RSS over the pre-matrix RSS as JSON."""
+    guides = torch.rand((n, d)) if rule == "diversefl" else None
+    base = rss_bytes()
+    updates = torch.rand((n, d))
+    our_rules(byzantine(n), guides)[rule](updates)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"rule": rule, "peak_bytes": max(peak - base, 0)}))
 
 
-def memory(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    input_bytes = args.memory_n * args.memory_d * 4
+def memory(n: int, d: int) -> list[dict]:
+    """Each rule's peak memory over the update matrix, one subprocess per rule."""
+    size = n * d * 4
     rows = []
-    for name in our_rules(args.f):
-        command = [
-            sys.executable, __file__, "--memory-worker", name, "--device", str(device),
-            "--n", str(args.memory_n), "--d", str(args.memory_d), "--f", str(args.f),
-        ]  # fmt: skip
+    for name in our_rules(1):
+        command = [sys.executable, __file__, "--memory-worker", name, "--n", str(n), "--d", str(d)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
-        extra = json.loads(done.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
-        ratio = extra / input_bytes
-        rows.append(
-            {"rule": name, "peak_extra_bytes": extra, "input_bytes": input_bytes,
-             "ratio": ratio, "target": MEMORY_TARGET, "met": ratio <= MEMORY_TARGET}
-        )  # fmt: skip
-        print(f"  {name}: {extra / 2**20:.0f} MiB extra", file=sys.stderr, flush=True)
+        peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+        row = {"rule": name, "n": n, "d": d, "peak_bytes": peak, "matrix_bytes": size}
+        row["ratio"] = peak / size
+        if name in COORDINATE_WISE:
+            row["met"] = row["ratio"] <= MEMORY_TARGET
+        rows.append(row)
+        print(f"  memory {name}: {peak / 2**20:.0f} MiB", file=sys.stderr, flush=True)
     return rows
 
 
-def speed_table(rows: list[dict]) -> str:
-    lines = [
-        f"{'rule':<18} {'ours (s)':>9} {'Flower (s)':>11} {'speed-up':>9} {'target':>7} "
-        f"{'met':>4} {'max |diff|':>11}"
-    ]
-    for r in rows:
-        if "flower_s" in r:
-            lines.append(
-                f"{r['rule']:<18} {r['ours_s']:>9.3f} {r['flower_s']:>11.3f} "
-                f"{r['speedup']:>8.1f}x {r['target']:>6.0f}x {'yes' if r['met'] else 'NO':>4} "
-                f"{r['max_abs_diff']:>11.1e}"
-            )
-        else:
-            lines.append(f"{r['rule']:<18} {r['ours_s']:>9.3f} {'-':>11} {'-':>9} {'-':>7}")
-    return "\n".join(lines)
+def _cell(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
 
 
-def memory_table(rows: list[dict]) -> str:
-    lines = [f"{'rule':<18} {'peak extra (MiB)':>17} {'input (MiB)':>12} {'ratio':>7} {'met':>4}"]
+def grid_table(rows: list[dict]) -> str:
+    head = (
+        f"{'rule':<18}{'n':>6}{'d':>7}{'ours s':>9}{'legacy s':>10}{'x':>8}"
+        f"{'msg s':>9}{'x':>8}{'max|diff|':>11}"
+    )
+    lines = [head]
     for r in rows:
+        legacy = r.get("legacy_s")
+        msg = r.get("msg_s")
+        diff = max(r.get("legacy_diff", 0.0), r.get("msg_diff", 0.0)) if legacy or msg else None
         lines.append(
-            f"{r['rule']:<18} {r['peak_extra_bytes'] / 2**20:>17.0f} "
-            f"{r['input_bytes'] / 2**20:>12.0f} {r['ratio']:>7.3f} {'yes' if r['met'] else 'NO':>4}"
+            f"{r['rule']:<18}{r['n']:>6}{r['d']:>7.0e}{r['ours_s']:>9.3f}"
+            f"{(_cell(legacy) if 'legacy_predicted_s' not in r else 'skip'):>10}"
+            f"{_cell(r.get('legacy_speedup'), '{:.1f}x'):>8}"
+            f"{(_cell(msg) if 'msg_predicted_s' not in r else 'skip'):>9}"
+            f"{_cell(r.get('msg_speedup'), '{:.1f}x'):>8}{_cell(diff, '{:.1e}'):>11}"
         )
     return "\n".join(lines)
 
 
+def fit_table(fits: dict[str, dict[str, dict]]) -> str:
+    lines = [f"{'rule':<15}{'ours':>22}{'Flower legacy':>22}{'Flower msg':>22}"]
+    for rule in fits["ours_s"]:
+        parts = []
+        for key in ("ours_s", "legacy_s", "msg_s"):
+            fit = fits[key].get(rule)
+            parts.append(
+                "-" if fit is None else f"n^{fit['n_exponent']:.2f} d^{fit['d_exponent']:.2f}"
+            )
+        lines.append(f"{rule:<15}" + "".join(f"{p:>22}" for p in parts))
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict]) -> str:
+    lines = [f"{'rule':<15}{'peak MiB':>10}{'matrix MiB':>12}{'ratio':>7}{'met':>5}"]
+    for r in rows:
+        met = {True: "yes", False: "NO"}.get(r.get("met"), "-")
+        lines.append(
+            f"{r['rule']:<15}{r['peak_bytes'] / 2**20:>10.0f}{r['matrix_bytes'] / 2**20:>12.0f}"
+            f"{r['ratio']:>7.2f}{met:>5}"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows: list[dict]) -> dict:
+    """Krum / Multi-Krum >= 20x Flower's legacy at (100, 1e6); nothing slower than Flower."""
+    krum_cell = {
+        r["rule"]: r.get("legacy_speedup")
+        for r in rows
+        if (r["n"], r["d"]) == (100, 1_000_000) and r["rule"] in ("krum", "multikrum")
+    }
+    slower = [
+        f"{r['rule']} n={r['n']} d={r['d']:.0e} vs {side} ({r[side + '_speedup']:.2f}x)"
+        for r in rows
+        for side in ("legacy", "msg")
+        if r.get(side + "_speedup") is not None and r[side + "_speedup"] < 1.0
+    ]
+    return {
+        "krum_speedup_at_100_1e6": krum_cell,
+        "krum_met": bool(krum_cell) and all((v or 0) >= KRUM_TARGET for v in krum_cell.values()),
+        "slower_than_flower": slower,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=50, help="clients (speed run)")
-    parser.add_argument("--d", type=int, default=2_000_000, help="parameters (speed run)")
-    parser.add_argument("--f", type=int, default=5, help="Byzantine clients tolerated")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of ours (min)")
-    parser.add_argument("--flower-repeats", type=int, default=3, help="timed runs of Flower's")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:k] (ours only)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--quick", action="store_true", help="same as --profile quick")
+    parser.add_argument("--flower-budget", type=float, help="seconds a Flower cell may take")
+    parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
-    parser.add_argument("--memory-n", type=int, default=100, help="clients (memory runs)")
-    parser.add_argument("--memory-d", type=int, default=11_000_000, help="parameters (memory)")
     parser.add_argument("--json", type=Path, help="also write the JSON record here")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for key, n in (("--n", args.n), ("--memory-n", args.memory_n)):
-        if n < 4 * args.f + 3:
-            parser.error(f"{key}={n} is too small for Bulyan with --f={args.f} (n >= 4f + 3)")
-    device = resolve(args.device)
     if args.memory_worker:
-        memory_worker(args, device)
+        memory_worker(args.memory_worker, args.n, args.d)
         return
+    profile = PROFILES["quick" if args.quick else args.profile]
+    budget = args.flower_budget or profile["flower_budget"]
     record: dict = {
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "speed": {"n": args.n, "d": args.d, "f": args.f, "beta": BETA, "sigma": SIGMA},
-        "memory": {"n": args.memory_n, "d": args.memory_d},
+        "profile": "quick" if args.quick else args.profile,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, torch threads "
+        f"{torch.get_num_threads()}, {available_bytes() / 2**30:.0f} GiB available at start",
+        "beta": BETA,
+        "f": "n // 10",
+        "flower_budget_s": budget,
+        "skipped_cells": [],
     }
-    print(f"speed: n={args.n} d={args.d} f={args.f} on {device}", file=sys.stderr)
-    record["speed"]["rows"] = speed(args, device)
+    rows: list[dict] = []
+    for n, d in profile["cells"]:
+        if available_bytes() < 2.5 * n * d * 4:
+            record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
+            print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
+            continue
+        rows += run_cell(n, d, budget, rows, args.all_rules)
+    record["grid"] = rows
+    record["fits"] = {key: fit_exponents(rows, key) for key in ("ours_s", "legacy_s", "msg_s")}
+    record["goals"] = goals(rows)
+    print(f"\nf = n // 10, beta = {BETA}; 'skip': predicted over {budget:.0f} s (JSON)")
+    print("Flower msg Bulyan selects by one Multi-Krum pass (not recursive Krum): may differ")
+    print(grid_table(rows))
+    for cell in record["skipped_cells"]:
+        print(f"cell n={cell['n']} d={cell['d']:.0e} skipped: {cell['reason']}")
+    print("\nfitted cost t ~ n^a d^b")
+    print(fit_table(record["fits"]))
     if not args.skip_memory:
-        print(f"memory: n={args.memory_n} d={args.memory_d}", file=sys.stderr)
-        record["memory"]["rows"] = memory(args, device)
-    print(f"\nspeed: n={args.n}, d={args.d:,}, f={args.f}, beta={BETA}, device={device}")
-    print(speed_table(record["speed"]["rows"]))
-    if not args.skip_memory:
-        print(f"\npeak extra memory: n={args.memory_n}, d={args.memory_d:,}, device={device}")
-        print(memory_table(record["memory"]["rows"]))
+        n, d = profile["memory_cell"]
+        record["memory"] = memory(n, d)
+        print(f"\npeak memory over the matrix, n={n}, d={d:.0e} (target <= {MEMORY_TARGET}x)")
+        print(memory_table(record["memory"]))
+    print(f"\ngoals: {json.dumps(record['goals'])}")
     print("\n" + json.dumps(record, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

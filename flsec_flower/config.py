@@ -220,6 +220,12 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     _positive("evaluation.batch_size", cfg.evaluation.batch_size)
     _positive("resources.client_num_cpus", cfg.resources.client_num_cpus)
     _positive("resources.client_num_gpus", cfg.resources.client_num_gpus, allow_zero=True)
+    gpus = cfg.resources.client_num_gpus
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ConfigError(
+            f"resources.client_num_gpus: got {gpus!r}; Ray gives a client a fraction of one "
+            "GPU (0 < x <= 1, e.g. 0.25 for four clients per GPU) or a whole number of GPUs"
+        )
     if cfg.clients_per_round is not None and not 1 <= cfg.clients_per_round <= cfg.data.num_clients:
         raise ConfigError(
             f"clients_per_round: got {cfg.clients_per_round!r}, must be between 1 and "

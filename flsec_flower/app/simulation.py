@@ -76,6 +76,28 @@ def start_ray(cfg: ExperimentConfig) -> None:
     if "address" in init_args:
         address = info.address_info.get("gcs_address") or init_args["address"]
         print(describe_cluster(address, ray.cluster_resources()))
+    try:
+        check_gpus(cfg, ray.cluster_resources())
+    except ConfigError:
+        ray.shutdown()
+        raise
+
+
+def check_gpus(cfg: ExperimentConfig, resources: dict[str, float]) -> None:
+    """Refuse GPU clients on a Ray cluster without GPUs (Ray would wait for them forever).
+
+    Raises
+    ------
+    ConfigError
+        If ``resources.client_num_gpus`` exceeds the cluster's GPU count.
+    """
+    wanted, present = cfg.resources.client_num_gpus, resources.get("GPU", 0.0)
+    if wanted > present:
+        raise ConfigError(
+            f"resources.client_num_gpus: got {wanted!r}, but the Ray cluster has "
+            f"{present:g} GPUs; set it to 0 for CPU clients, or run on a machine or "
+            "cluster (RAY_ADDRESS) with GPUs"
+        )
 
 
 def describe_cluster(address: str, resources: dict[str, float]) -> str:
