@@ -4,14 +4,19 @@ Each module holds one rule: a pure function on the update matrix and the
 :class:`~strategies.base.RobustStrategy` subclass that configures it.
 """
 
+from strategies.auror import Auror
 from strategies.base import RobustStrategy, WrappingStrategy
 from strategies.bucketing import Bucketing
 from strategies.bulyan import Bulyan
 from strategies.centered_clipping import CenteredClipping
+from strategies.clustering import CosineClustering
+from strategies.crfl import CRFL
 from strategies.diversefl import DiverseFL
+from strategies.dnc import DnC
 from strategies.dp_noise import DPNoise
 from strategies.fedavg import FedAvg
 from strategies.flame import Flame
+from strategies.fldetector import FLDetector
 from strategies.fltrust import FLTrust
 from strategies.foolsgold import FoolsGold
 from strategies.geometric_median import GeometricMedian
@@ -22,16 +27,22 @@ from strategies.noisy_median import NoisyMedian
 from strategies.norm_bounding import NormClip
 from strategies.oracle import OracleSGD
 from strategies.rlr import RobustLR
+from strategies.signguard import SignGuard
 from strategies.trimmed_mean import TrimmedMean
 
 __all__ = [
+    "CRFL",
     "NNM",
+    "Auror",
     "Bucketing",
     "Bulyan",
     "CenteredClipping",
     "CoordinateMedian",
+    "CosineClustering",
     "DPNoise",
     "DiverseFL",
+    "DnC",
+    "FLDetector",
     "FLTrust",
     "FedAvg",
     "Flame",
@@ -44,6 +55,7 @@ __all__ = [
     "OracleSGD",
     "RobustLR",
     "RobustStrategy",
+    "SignGuard",
     "TrimmedMean",
     "WrappingStrategy",
 ]

@@ -42,15 +42,20 @@ from flsec_flower.experiment import (
     register_reserved_data,
 )
 from strategies import (
+    CRFL,
     NNM,
+    Auror,
     Bucketing,
     Bulyan,
     CenteredClipping,
     CoordinateMedian,
+    CosineClustering,
     DiverseFL,
+    DnC,
     DPNoise,
     FedAvg,
     Flame,
+    FLDetector,
     FLTrust,
     FoolsGold,
     GeometricMedian,
@@ -61,6 +66,7 @@ from strategies import (
     OracleSGD,
     RobustLR,
     RobustStrategy,
+    SignGuard,
     TrimmedMean,
     WrappingStrategy,
 )
@@ -83,6 +89,12 @@ RULES: dict[str, type[RobustStrategy]] = {
     "geometric_median": GeometricMedian,
     "centered_clipping": CenteredClipping,
     "noisy_median": NoisyMedian,
+    "dnc": DnC,
+    "signguard": SignGuard,
+    "clustering": CosineClustering,
+    "crfl": CRFL,
+    "fldetector": FLDetector,
+    "auror": Auror,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)
