@@ -14,6 +14,7 @@ from strategies.crfl import CRFL
 from strategies.diversefl import DiverseFL
 from strategies.dnc import DnC
 from strategies.dp_noise import DPNoise
+from strategies.fang_rejection import FangRejection
 from strategies.fedavg import FedAvg
 from strategies.flame import Flame
 from strategies.fldetector import FLDetector
@@ -44,6 +45,7 @@ __all__ = [
     "DnC",
     "FLDetector",
     "FLTrust",
+    "FangRejection",
     "FedAvg",
     "Flame",
     "FoolsGold",

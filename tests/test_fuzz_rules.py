@@ -215,6 +215,14 @@ PROMISES: dict[str, Promise] = {
     ),
     # FLDetector has no history in one round: its base, the coordinate median, decides
     "fldetector": Promise(cpu(RULES["fldetector"]), half, in_box(0.0)),
+    # ERR/LFR: leave-one-out evaluations (here the squared distance to the honest mean), then
+    # the mean of the rest: removing f rows of the largest impact promises no bound
+    "fang_rejection": Promise(
+        lambda n: RULES["fang_rejection"](f=half(n), criterion="union", device="cpu"),
+        half,
+        None,
+        needs="trainer",
+    ),
     # Auror flags per-coordinate minorities: no bound, finiteness only
     "auror": Promise(cpu(RULES["auror"], alpha=0.5), half, None),
     # ---- transforms, around the coordinate median
@@ -272,6 +280,10 @@ class FakeTrainer:
 
     def steps_for(self, num_examples):
         return 1
+
+    def evaluate(self, flat, x, y):
+        loss = float(((flat - self.guide) ** 2).sum())
+        return loss, min(1.0, loss)
 
 
 def equip(strategy, promise: Promise, guide: torch.Tensor, pids, bad_pids):

@@ -104,6 +104,9 @@ DEFENCES: dict[str, Defence] = {
     "crfl": Defence("Xie, Chen, Chen & Li, ICML 2021", "certified radius (backdoors)"),
     "fldetector": Defence("Zhang, Cao, Jia & Gong, KDD 2022", "f < n/2"),
     "auror": Defence("Shen, Tople & Saxena, ACSAC 2016", "a minority"),
+    "fang_rejection": Defence(
+        "Fang, Cao, Jia & Gong, USENIX Security 2020 (ERR/LFR)", server_data="validation set"
+    ),
     "bucketing": Defence("He, Karimireddy & Jaggi, ICLR 2022", "the inner rule's, s f < n/2"),
     "dp_noise": Defence("Bagdasaryan et al., AISTATS 2020 (weak DP)", "backdoors"),
     "nnm": Defence("Allouah et al., AISTATS 2023"),

@@ -53,6 +53,7 @@ from strategies import (
     DiverseFL,
     DnC,
     DPNoise,
+    FangRejection,
     FedAvg,
     Flame,
     FLDetector,
@@ -95,6 +96,7 @@ RULES: dict[str, type[RobustStrategy]] = {
     "crfl": CRFL,
     "fldetector": FLDetector,
     "auror": Auror,
+    "fang_rejection": FangRejection,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)
