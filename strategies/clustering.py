@@ -14,8 +14,9 @@ from strategies.flame import model_cosine_distances
 def larger_of_two_clusters(distances: np.ndarray) -> list[int]:
     """Rows of the larger of two average-linkage clusters of a precomputed distance matrix.
 
-    A tie in size goes to the cluster holding row 0; with fewer than two
-    rows every row is kept.
+    When the two clusters have the same size there is no majority and every
+    row is kept (a choice that does not depend on the row order); so it is
+    with fewer than two rows.
 
     Examples
     --------
@@ -30,8 +31,9 @@ def larger_of_two_clusters(distances: np.ndarray) -> list[int]:
         n_clusters=2, metric="precomputed", linkage="average"
     ).fit_predict(distances)
     sizes = np.bincount(labels, minlength=2)
-    keep = labels[0] if sizes[0] == sizes[1] else int(sizes.argmax())
-    return np.flatnonzero(labels == keep).tolist()
+    if sizes[0] == sizes[1]:
+        return list(range(n))
+    return np.flatnonzero(labels == int(sizes.argmax())).tolist()
 
 
 def cosine_clustering(updates: torch.Tensor) -> Aggregate:

@@ -32,8 +32,8 @@ def test_clustering_by_hand_and_tie():
     agg = cosine_clustering(u)
     assert (agg.selected, agg.flagged) == ([0, 1, 2], [3, 4])
     assert torch.allclose(agg.update, torch.tensor([4.0 / 3.0, 0.0]))
-    tie = cosine_clustering(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
-    assert (tie.selected, tie.update.tolist()) == ([0], [0.0, 1.0])
+    tie = cosine_clustering(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # no majority: all kept
+    assert (tie.selected, tie.flagged, tie.update.tolist()) == ([0, 1], [], [0.5, 0.5])
 
 
 def test_clustering_separates_a_minority_direction_whatever_its_magnitude():
