@@ -22,6 +22,7 @@ from strategies.fltrust import FLTrust
 from strategies.foolsgold import FoolsGold
 from strategies.geometric_median import GeometricMedian
 from strategies.krum import Krum, MultiKrum
+from strategies.lasa import LASA
 from strategies.median import CoordinateMedian
 from strategies.nnm import NNM
 from strategies.noisy_median import NoisyMedian
@@ -33,6 +34,7 @@ from strategies.trimmed_mean import TrimmedMean
 
 __all__ = [
     "CRFL",
+    "LASA",
     "NNM",
     "Auror",
     "Bucketing",

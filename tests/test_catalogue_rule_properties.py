@@ -10,6 +10,7 @@ from strategies.clustering import cosine_clustering
 from strategies.crfl import crfl
 from strategies.dnc import dnc
 from strategies.fang_rejection import fang_rejection
+from strategies.lasa import lasa
 from strategies.signguard import signguard
 
 RULES = {
@@ -17,6 +18,9 @@ RULES = {
     "signguard": lambda u: signguard(u, torch.Generator().manual_seed(0)),
     "clustering": cosine_clustering,
     "auror": lambda u: auror(u, alpha=1.0),
+    "lasa": lambda u: lasa(
+        u, [(slice(0, u.shape[1] // 2), True), (slice(u.shape[1] // 2, None), False)]
+    ),
     "crfl": lambda u: crfl(u, torch.zeros(u.shape[1]), torch.Generator(), clip=5.0, sigma=0.0),
     "fang_rejection": lambda u: fang_rejection(
         u,

@@ -223,6 +223,15 @@ PROMISES: dict[str, Promise] = {
         None,
         needs="trainer",
     ),
+    # LASA clips every row to the median norm and averages rows of each layer (one layer
+    # here): the mean of rows no longer than the median norm, which a minority cannot lift
+    # above the largest honest norm
+    "lasa": Promise(
+        cpu(RULES["lasa"]),
+        half,
+        norm_at_most(lambda r: r.max_norm),
+        identical=False,  # sparsifies: keeps the top 70% of each row's weight coordinates
+    ),
     # Auror flags per-coordinate minorities: no bound, finiteness only
     "auror": Promise(cpu(RULES["auror"], alpha=0.5), half, None),
     # ---- transforms, around the coordinate median

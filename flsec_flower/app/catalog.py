@@ -104,6 +104,7 @@ DEFENCES: dict[str, Defence] = {
     "crfl": Defence("Xie, Chen, Chen & Li, ICML 2021", "certified radius (backdoors)"),
     "fldetector": Defence("Zhang, Cao, Jia & Gong, KDD 2022", "f < n/2"),
     "auror": Defence("Shen, Tople & Saxena, ACSAC 2016", "a minority"),
+    "lasa": Defence("Xu, Zhang & Hu, WACV 2025", "a minority"),
     "fang_rejection": Defence(
         "Fang, Cao, Jia & Gong, USENIX Security 2020 (ERR/LFR)", server_data="validation set"
     ),

@@ -43,6 +43,7 @@ from flsec_flower.experiment import (
 )
 from strategies import (
     CRFL,
+    LASA,
     NNM,
     Auror,
     Bucketing,
@@ -97,6 +98,7 @@ RULES: dict[str, type[RobustStrategy]] = {
     "fldetector": FLDetector,
     "auror": Auror,
     "fang_rejection": FangRejection,
+    "lasa": LASA,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)
