@@ -27,7 +27,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-readme-list: $(VENV)/.installed  # regenerate README's `flsec list --markdown` table
+readme-list: $(VENV)/.installed  # regenerate README's `flsec list --markdown` table and catalogue
 	$(PY) -m flsec_flower.app.catalog README.md
 
 bench: $(VENV)/.installed

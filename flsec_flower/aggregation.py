@@ -47,7 +47,7 @@ class Aggregate:
 
 
 class LocalTrainer(Protocol):
-    """The clients' honest local procedure, run on the server (DiverseFL, FLTrust).
+    """The clients' honest local procedure, run on the server (DiverseFL, FLTrust, Fang ERR/LFR).
 
     ``trainer(global_flat, x, y, steps=None, server_round=1, reference_size=None)
     -> update_flat`` trains a copy of the global model on ``(x, y)`` with the
@@ -70,6 +70,9 @@ class LocalTrainer(Protocol):
 
     def steps_for(self, num_examples: int) -> int:
         """Mini-batch steps a client with ``num_examples`` examples takes in one round."""
+
+    def evaluate(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Loss and error rate of the model ``flat`` on ``(x, y)`` (Fang et al.'s ERR/LFR)."""
 
 
 @dataclass

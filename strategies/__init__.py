@@ -6,18 +6,25 @@ legacy Flower API). :class:`~strategies.message.MessageStrategy` puts any of
 them, transforms included, behind Flower's Message API.
 """
 
+from strategies.auror import Auror
 from strategies.base import RobustStrategy, WrappingStrategy
 from strategies.bucketing import Bucketing
 from strategies.bulyan import Bulyan
 from strategies.centered_clipping import CenteredClipping
+from strategies.clustering import CosineClustering
+from strategies.crfl import CRFL
 from strategies.diversefl import DiverseFL
+from strategies.dnc import DnC
 from strategies.dp_noise import DPNoise
+from strategies.fang_rejection import FangRejection
 from strategies.fedavg import FedAvg
 from strategies.flame import Flame
+from strategies.fldetector import FLDetector
 from strategies.fltrust import FLTrust
 from strategies.foolsgold import FoolsGold
 from strategies.geometric_median import GeometricMedian
 from strategies.krum import Krum, MultiKrum
+from strategies.lasa import LASA
 from strategies.median import CoordinateMedian
 from strategies.message import MessageStrategy
 from strategies.nnm import NNM
@@ -25,17 +32,25 @@ from strategies.noisy_median import NoisyMedian
 from strategies.norm_bounding import NormClip
 from strategies.oracle import OracleSGD
 from strategies.rlr import RobustLR
+from strategies.signguard import SignGuard
 from strategies.trimmed_mean import TrimmedMean
 
 __all__ = [
+    "CRFL",
+    "LASA",
     "NNM",
+    "Auror",
     "Bucketing",
     "Bulyan",
     "CenteredClipping",
     "CoordinateMedian",
+    "CosineClustering",
     "DPNoise",
     "DiverseFL",
+    "DnC",
+    "FLDetector",
     "FLTrust",
+    "FangRejection",
     "FedAvg",
     "Flame",
     "FoolsGold",
@@ -48,6 +63,7 @@ __all__ = [
     "OracleSGD",
     "RobustLR",
     "RobustStrategy",
+    "SignGuard",
     "TrimmedMean",
     "WrappingStrategy",
 ]

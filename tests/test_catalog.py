@@ -87,3 +87,55 @@ def test_descriptions_are_markdown_not_restructured_text():
     assert catalog._summary("Flower strategy for :func:`~x.mean`, ``w``.\n\nMore.") == (
         "Flower strategy for `x.mean`, `w`."
     )
+
+
+# ---------------------------------------------------------------- catalogue
+CAT_BEGIN, CAT_END = catalog.CATALOGUE_BEGIN, catalog.CATALOGUE_END
+
+
+def test_readme_catalogue_is_what_flsec_list_catalogue_prints(capsys):
+    assert main(["list", "--catalogue"]) == 0
+    printed = capsys.readouterr().out
+    readme = README.read_text()
+    assert readme.split(CAT_BEGIN, 1)[1].split(CAT_END, 1)[0] == printed, (
+        "README.md's catalogue is stale: run `make readme-list`"
+    )
+
+
+def test_every_registered_name_has_a_catalogue_row():
+    from flsec_flower.app import registry
+
+    assert set(catalog.DEFENCES) == set(registry.RULES) | set(registry.WRAPPERS)
+    assert set(catalog.ATTACK_PAPERS) == set(registry.ATTACKS)
+    text = catalog.render_catalogue()
+    for name in [*registry.RULES, *registry.WRAPPERS, *registry.ATTACKS]:
+        assert f"| `{name}` |" in text, name
+
+
+def test_catalogue_columns_are_read_off_the_classes():
+    from flsec_flower.app import registry
+
+    rows = {r[0]: r for r in catalog.defence_rows(registry.RULES)}
+    assert rows["krum"][2] == "n > 2f + 2 (`f`)"  # ByzantineBound.requirement
+    assert rows["trimmed_mean"][2] == "n > 2b (`b`)"
+    assert rows["fltrust"][3] == "root dataset"
+    assert rows["fldetector"][4].startswith("`previous_global`")  # state_attributes
+    assert rows["foolsgold"][4] == "`histories`" and rows["median"][4] == "no"
+    assert rows["dnc"][5] == "legacy `Strategy`"
+    attacks = {r[0]: r for r in catalog.attack_rows()}
+    assert attacks["alie"][3].startswith("yes") and attacks["sign_flip"][3] == "no"
+
+
+def test_a_name_without_entry_is_named(monkeypatch):
+    monkeypatch.delitem(catalog.DEFENCES, "dnc")
+    with pytest.raises(KeyError, match=r"rule 'dnc' has no catalogue entry: add it to .*DEFENCES"):
+        catalog.render_catalogue()
+
+
+def test_write_readme_fills_the_catalogue_too(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}{END}\n{CAT_BEGIN}| stale |\n{CAT_END}\nafter\n")
+    catalog.write_readme(readme)
+    text = readme.read_text()
+    assert f"{CAT_BEGIN}**Aggregation rules (`strategy.name`)**" in text
+    assert text.endswith(f"{CAT_END}\nafter\n") and "stale" not in text

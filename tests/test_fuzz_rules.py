@@ -198,6 +198,42 @@ PROMISES: dict[str, Promise] = {
     "oracle": Promise(
         cpu(RULES["oracle"]), lambda n: n - 1, in_ball(lambda n, b: 0.0), needs="truth"
     ),
+    # DnC has no deterministic bound (a huge row off the top singular direction can stay):
+    # finiteness only, with f = the hostile rows it is told to expect
+    "dnc": Promise(lambda n: RULES["dnc"](f=half(n), device="cpu"), half, None),
+    # SignGuard clips every kept row to the median norm, which a minority cannot lift
+    # above the largest honest norm
+    "signguard": Promise(cpu(RULES["signguard"]), half, norm_at_most(lambda r: r.max_norm)),
+    # clustering by cosine keeps the larger cluster: no bound when honest rows point anywhere
+    "clustering": Promise(cpu(RULES["clustering"]), half, None),
+    # CRFL clips the new model (from the zero model here) to rho_1 = clip, whatever the rows
+    "crfl": Promise(
+        cpu(RULES["crfl"], clip=1.0, clip_growth=0.0, sigma=0.0),
+        lambda n: n - 1,
+        norm_at_most(lambda r: 1.0),
+        identical=False,  # clips the model: returns x only when |G + x| <= clip
+    ),
+    # FLDetector has no history in one round: its base, the coordinate median, decides
+    "fldetector": Promise(cpu(RULES["fldetector"]), half, in_box(0.0)),
+    # ERR/LFR: leave-one-out evaluations (here the squared distance to the honest mean), then
+    # the mean of the rest: removing f rows of the largest impact promises no bound
+    "fang_rejection": Promise(
+        lambda n: RULES["fang_rejection"](f=half(n), criterion="union", device="cpu"),
+        half,
+        None,
+        needs="trainer",
+    ),
+    # LASA clips every row to the median norm and averages rows of each layer (one layer
+    # here): the mean of rows no longer than the median norm, which a minority cannot lift
+    # above the largest honest norm
+    "lasa": Promise(
+        cpu(RULES["lasa"]),
+        half,
+        norm_at_most(lambda r: r.max_norm),
+        identical=False,  # sparsifies: keeps the top 70% of each row's weight coordinates
+    ),
+    # Auror flags per-coordinate minorities: no bound, finiteness only
+    "auror": Promise(cpu(RULES["auror"], alpha=0.5), half, None),
     # ---- transforms, around the coordinate median
     # buckets of 2: a bad row spoils one bucket; with 2 bad < ceil(n/2) buckets the median of
     # the bucket means lies in the range of the clean buckets' means, inside [lo, hi]
@@ -253,6 +289,10 @@ class FakeTrainer:
 
     def steps_for(self, num_examples):
         return 1
+
+    def evaluate(self, flat, x, y):
+        loss = float(((flat - self.guide) ** 2).sum())
+        return loss, min(1.0, loss)
 
 
 def equip(strategy, promise: Promise, guide: torch.Tensor, pids, bad_pids):

@@ -134,9 +134,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from flsec_flower.app.catalog import render_markdown, render_text, sections
+    from flsec_flower.app.catalog import render_catalogue, render_markdown, render_text, sections
 
-    print((render_markdown if args.markdown else render_text)(sections()), end="")
+    if args.catalogue:
+        print(render_catalogue(), end="")
+    else:
+        print((render_markdown if args.markdown else render_text)(sections()), end="")
     return 0
 
 
@@ -202,6 +205,11 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
         help="every dataset, partition kind, model, rule, wrapper and attack, with parameters",
     )
     listing.add_argument("--markdown", action="store_true", help="Markdown tables (the README's)")
+    listing.add_argument(
+        "--catalogue",
+        action="store_true",
+        help="papers and threat models of every rule, wrapper and attack (Markdown, the README's)",
+    )
     listing.set_defaults(func=_list)
 
 

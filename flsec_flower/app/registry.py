@@ -43,15 +43,22 @@ from flsec_flower.experiment import (
     register_reserved_data,
 )
 from strategies import (
+    CRFL,
+    LASA,
     NNM,
+    Auror,
     Bucketing,
     Bulyan,
     CenteredClipping,
     CoordinateMedian,
+    CosineClustering,
     DiverseFL,
+    DnC,
     DPNoise,
+    FangRejection,
     FedAvg,
     Flame,
+    FLDetector,
     FLTrust,
     FoolsGold,
     GeometricMedian,
@@ -62,6 +69,7 @@ from strategies import (
     OracleSGD,
     RobustLR,
     RobustStrategy,
+    SignGuard,
     TrimmedMean,
     WrappingStrategy,
 )
@@ -84,6 +92,14 @@ RULES: dict[str, type[RobustStrategy]] = {
     "geometric_median": GeometricMedian,
     "centered_clipping": CenteredClipping,
     "noisy_median": NoisyMedian,
+    "dnc": DnC,
+    "signguard": SignGuard,
+    "clustering": CosineClustering,
+    "crfl": CRFL,
+    "fldetector": FLDetector,
+    "auror": Auror,
+    "fang_rejection": FangRejection,
+    "lasa": LASA,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)

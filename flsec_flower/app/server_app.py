@@ -31,6 +31,7 @@ from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.results import RunRecorder, new_run_dir
 from flsec_flower.seeds import Stream, numpy_rng, trainer_generator
+from flsec_flower.training import evaluate as evaluate_model
 from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
 from strategies import RobustStrategy
 from strategies.base import tensors_to
@@ -94,6 +95,13 @@ class ServerSideTrainer:
         cfg = dataclasses.replace(cfg, batch_size=resolve_batch_size(cfg.batch_size, size))
         train_local(self.model, x, y, cfg, gen, max_steps=steps)
         return self.layout.flatten(get_weights(self.model), global_flat.device) - global_flat
+
+    def evaluate(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy loss and error rate of the model ``flat`` on ``(x, y)``."""
+        set_weights(self.model, self.layout.unflatten(flat))
+        num_classes = experiment_dataset(self.cfg).num_classes
+        result = evaluate_model(self.model, x.to(self.device), y.to(self.device), num_classes)
+        return result.loss, 1.0 - result.accuracy
 
     def steps_for(self, num_examples: int) -> int:
         """Steps of a client with ``num_examples``: ``local_steps``, or epochs times batches.
