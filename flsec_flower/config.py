@@ -69,10 +69,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Model architecture by name, and how its weights start."""
+    """Model architecture by name, and how its weights start.
+
+    ``pretrain_epochs > 0`` starts round 1 from the model trained centrally
+    for that many epochs on the federation's data
+    (:mod:`flsec_flower.pretrain`), a stand-in for a converged global model.
+    """
 
     name: Literal[MODELS] = "mlp"  # type: ignore[valid-type]
     init: Literal["default", "zeros"] = "default"
+    pretrain_epochs: int = 0
 
 
 @dataclass
@@ -214,6 +220,7 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
     _positive("data.partition.alpha", cfg.data.partition.alpha)
     _positive("data.partition.shards_per_client", cfg.data.partition.shards_per_client)
     _check_training(cfg.training, "training")
+    _positive("model.pretrain_epochs", cfg.model.pretrain_epochs, allow_zero=True)
     if not 0 <= cfg.server_momentum < 1:
         raise ConfigError(f"server_momentum: got {cfg.server_momentum!r}, must be in [0, 1)")
     _positive("evaluation.every", cfg.evaluation.every)
@@ -453,18 +460,44 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:
-    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way.
+
+    A part that is an integer indexes an existing list, so
+    ``strategy.wrappers.1.params.sigma`` sets a key of the second wrapper.
+
+    Examples
+    --------
+    >>> raw = {"strategy": {"wrappers": [{"name": "a"}, {"name": "b"}]}}
+    >>> set_dotted(raw, "strategy.wrappers.1.params.sigma", 0.1)
+    >>> raw["strategy"]["wrappers"][1]
+    {'name': 'b', 'params': {'sigma': 0.1}}
+    """
     parts = key.split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            where = ".".join(parts[: i + 1])
-            raise ConfigError(f"{key}: cannot set inside {where}={child!r}, which is not a mapping")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        where = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise ConfigError(
+                    f"{key}: {where}: expected a list index in 0..{len(node) - 1}, got {part!r}"
+                )
+            if last:
+                node[int(part)] = value
+                return
+            child = node[int(part)]
+        else:
+            if last:
+                node[part] = value
+                return
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(
+                f"{key}: cannot set inside {where}={child!r}, which is not a mapping or list"
+            )
         node = child
-    node[parts[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:

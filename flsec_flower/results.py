@@ -253,6 +253,41 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(_read_lines(file))
 
 
+def after_attack(df: pd.DataFrame, evaluated: pd.DataFrame) -> dict[str, float]:
+    """Accuracy metrics from the first attack round on (Bagdasaryan et al.'s durability).
+
+    ``df`` holds every recorded round, ``evaluated`` those with an evaluation.
+    For every scalar ``*accuracy`` column ``m`` of the evaluated rounds:
+    ``attack_m``, its value right after the first round with
+    ``attack_round`` (the global model the attack produced, NaN if that
+    round was not evaluated), and ``mean_after_attack_m``, its mean over the
+    evaluated rounds from that round on (the paper's mean backdoor accuracy
+    over the rounds of a repeated attack). Empty without an attack round.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"round": [1, 2, 3], "attack_round": [None, True, None],
+    ...                    "backdoor_accuracy": [0.1, 0.9, 0.5]})
+    >>> after_attack(df, df)
+    {'attack_backdoor_accuracy': 0.9, 'mean_after_attack_backdoor_accuracy': 0.7}
+    """
+    if "attack_round" not in df:
+        return {}
+    flags = df["attack_round"].fillna(False).astype(bool)
+    if not flags.any():
+        return {}
+    first = df.loc[flags, "round"].min()
+    at, after = evaluated[evaluated["round"] == first], evaluated[evaluated["round"] >= first]
+    out: dict[str, float] = {}
+    for col in evaluated.columns:
+        values = pd.to_numeric(after[col], errors="coerce") if col.endswith("accuracy") else None
+        if values is None or values.isna().all():
+            continue
+        out[f"attack_{col}"] = float(at[col].iloc[0]) if len(at) else math.nan
+        out[f"mean_after_attack_{col}"] = float(values.mean())
+    return out
+
+
 def summarize(df: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     """One row: the final value of each scalar metric, best accuracy, detection over the run.
 
@@ -270,6 +305,7 @@ def summarize(df: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
                 if isinstance(value, (int, float)):
                     row[f"final_{col}"] = value
         row["best_accuracy"] = float(evaluated["accuracy"].max())
+        row.update(after_attack(df, evaluated))
     if "seconds" in df:
         row["mean_seconds_per_round"] = float(df.loc[df["round"] > 0, "seconds"].mean())
     if "attack_missed" in df:

@@ -26,9 +26,15 @@ from flsec_flower.app import errors as app_errors
 from flsec_flower.app import registry
 from flsec_flower.config import ExperimentConfig, from_run_config
 from flsec_flower.evaluation import CentralEvaluator
-from flsec_flower.experiment import experiment_dataset, malicious_ids, participation_schedule
+from flsec_flower.experiment import (
+    client_indices,
+    experiment_dataset,
+    malicious_ids,
+    participation_schedule,
+)
 from flsec_flower.models import build_model, get_weights, set_weights
 from flsec_flower.params import ParamLayout, resolve_device
+from flsec_flower.pretrain import pretrained_weights
 from flsec_flower.results import RunRecorder, new_run_dir
 from flsec_flower.seeds import Stream, numpy_rng, trainer_generator
 from flsec_flower.training import evaluate as evaluate_model
@@ -130,7 +136,8 @@ def build_strategy(
     eval_model = build_model(
         cfg.model.name, dataset.input_shape, dataset.num_classes, cfg.seed, cfg.model.init
     )
-    init = get_weights(eval_model)
+    pretrained = pretrained_weights(cfg, dataset, client_indices(cfg, dataset))
+    init = get_weights(eval_model) if pretrained is None else pretrained
     attack_cls = registry.attack_class(cfg.attack.name) if cfg.attack else None
     extra = []
     if attack_cls is not None:
