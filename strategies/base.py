@@ -337,6 +337,9 @@ class RobustStrategy(FedAvg):
     supports_weighting: ClassVar[bool] = False
     """Whether the rule can weight clients by reported sample counts (``weighted=True``)."""
 
+    message_api: ClassVar[bool] = True
+    """Whether the rule works in the Message-API face (:class:`strategies.MessageStrategy`)."""
+
     state_attributes: ClassVar[tuple[str, ...]] = ("server_momentum_buffer",)
     """Instance attributes kept across rounds that a resumed run must restore.
 

@@ -170,6 +170,8 @@ class DiverseFL(RobustStrategy):
     """
 
     state_attributes: ClassVar[tuple[str, ...]] = ("samples", "_asked")
+    message_api: ClassVar[bool] = False
+    """The shared samples are asked for with ``get_properties``, a legacy-API query."""
 
     def __init__(
         self,

@@ -130,6 +130,13 @@ class MessageStrategy(FedAvg):
             evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn or self._evaluate_metrics,
         )
         self.rule = rule
+        for node in _rule_chain(rule):
+            if not node.message_api:
+                logger.warning(
+                    "flsec rule %s needs a legacy-API exchange the Message API lacks (see its "
+                    "docstring); give it what it needs before the first round",
+                    type(node).__name__,
+                )
         self.registration_timeout = registration_timeout
         self.partition_id_key = partition_id_key
         self.array_keys: list[str] | None = None
@@ -282,3 +289,11 @@ def _describe(rule: RobustStrategy) -> str:
     inner = getattr(rule, "inner", None)
     name = type(rule).__name__
     return f"{name}({_describe(inner)})" if isinstance(inner, RobustStrategy) else name
+
+
+def _rule_chain(rule: RobustStrategy) -> list[RobustStrategy]:
+    """The rule and the rules it wraps, outermost first."""
+    chain = [rule]
+    while isinstance(getattr(chain[-1], "inner", None), RobustStrategy):
+        chain.append(chain[-1].inner)
+    return chain

@@ -121,9 +121,13 @@ def test_catalogue_columns_are_read_off_the_classes():
     assert rows["fltrust"][3] == "root dataset"
     assert rows["fldetector"][4].startswith("`previous_global`")  # state_attributes
     assert rows["foolsgold"][4] == "`histories`" and rows["median"][4] == "no"
-    assert rows["dnc"][5] == "legacy `Strategy`"
+    assert rows["dnc"][5] == "legacy `Strategy`, Message API (`MessageStrategy`)"
+    assert rows["diversefl"][5] == "legacy `Strategy`"  # samples come by get_properties
     attacks = {r[0]: r for r in catalog.attack_rows()}
     assert attacks["alie"][3].startswith("yes") and attacks["sign_flip"][3] == "no"
+    assert attacks["sign_flip"][4] == "`NumPyClient`, client mod (`clients.mods`)"
+    assert attacks["label_flip"][4] == "`NumPyClient`"
+    assert attacks["alie"][4] == "`NumPyClient`, `tag_mod` + server adversary"
 
 
 def test_a_name_without_entry_is_named(monkeypatch):

@@ -24,17 +24,21 @@ import dataclasses
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.client import NumPyClient
 from flwr.server.strategy import Strategy
 
+from clients.model_poisoning import ModelPoisoningClient
+from clients.mods import MODEL_POISONING
 from clients.omniscient import OmniscientAttackClient
 from flsec_flower import models
 from flsec_flower.app import registry
 from flsec_flower.config import PartitionConfig
 from flsec_flower.data.names import DATASETS, PARTITION_KINDS
+from strategies.base import RobustStrategy
 
 DATASET_DESCRIPTIONS: dict[str, str] = {
     "digits": "scikit-learn's 8x8 handwritten digits, 10 classes; no files (the offline demo)",
@@ -243,14 +247,29 @@ def _history(cls: type) -> str:
     return ", ".join(f"`{n}`" for n in kept) if kept else "no"
 
 
-def _faces(cls: type, faces: tuple[tuple[type, str], ...]) -> str:
-    return ", ".join(name for base, name in faces if issubclass(cls, base)) or "—"
+def _faces(cls: type, faces: tuple[tuple[Callable[[type], bool], str], ...]) -> str:
+    return ", ".join(name for has, name in faces if has(cls)) or "—"
 
 
-RULE_FACES: tuple[tuple[type, str], ...] = ((Strategy, "legacy `Strategy`"),)
-"""Flower faces a rule class may have: a base class and its name in the catalogue."""
+def _message_face(cls: type) -> bool:
+    return issubclass(cls, RobustStrategy) and cls.message_api
 
-ATTACK_FACES: tuple[tuple[type, str], ...] = ((NumPyClient, "`NumPyClient`"),)
+
+def _mod_face(cls: type) -> bool:
+    return issubclass(cls, ModelPoisoningClient) and cls.params_type in MODEL_POISONING.values()
+
+
+RULE_FACES: tuple[tuple[Callable[[type], bool], str], ...] = (
+    (lambda cls: issubclass(cls, Strategy), "legacy `Strategy`"),
+    (_message_face, "Message API (`MessageStrategy`)"),
+)
+"""Flower faces a rule class may have: a test on the class and its name in the catalogue."""
+
+ATTACK_FACES: tuple[tuple[Callable[[type], bool], str], ...] = (
+    (lambda cls: issubclass(cls, NumPyClient), "`NumPyClient`"),
+    (_mod_face, "client mod (`clients.mods`)"),
+    (lambda cls: issubclass(cls, OmniscientAttackClient), "`tag_mod` + server adversary"),
+)
 """Flower faces an attack class may have."""
 
 
