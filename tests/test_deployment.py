@@ -43,7 +43,6 @@ APP = REPO / "examples" / "deployment-app"
 BIN = Path(sys.executable).parent
 NUM_NODES = 4
 ATTACKER = 0
-ROUNDS = 3
 
 
 def _processes_with_env(marker: str) -> list[int]:
@@ -252,11 +251,11 @@ def _rounds(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _submit(dep: Deployment) -> tuple[int, Path]:
+def _submit(dep: Deployment, rounds: int) -> tuple[int, Path]:
     metrics = dep.tmp / "rounds.jsonl"
     run_id = dep.submit(
         {
-            "num-server-rounds": ROUNDS,
+            "num-server-rounds": rounds,
             "attacker-partition": ATTACKER,
             "metrics-file": str(metrics),
         }
@@ -265,11 +264,11 @@ def _submit(dep: Deployment) -> tuple[int, Path]:
 
 
 def test_krum_excludes_the_sign_flipping_supernode(deployment: Deployment) -> None:
-    run_id, metrics = _submit(deployment)
+    run_id, metrics = _submit(deployment, rounds=2)
     row = deployment.wait_finished(run_id, timeout=180)
     assert row["status"] == "finished:completed", deployment.run_log(run_id)
     rounds = [r for r in _rounds(metrics) if r["round"] >= 1]
-    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    assert [r["round"] for r in rounds] == [1, 2]
     for r in rounds:
         assert r["participants"] == list(range(NUM_NODES))
         assert r["attack_participants"] == [ATTACKER]  # the attacker acted every round
@@ -278,10 +277,11 @@ def test_krum_excludes_the_sign_flipping_supernode(deployment: Deployment) -> No
         assert ATTACKER not in r["selected"]
 
 
-@pytest.mark.xfail(strict=True, reason="to be decided by a run on main")
 def test_run_finishes_after_an_honest_supernode_is_killed(deployment: Deployment) -> None:
+    # Flower's defaults (min_fit_clients = min_available_clients = 2), as the app keeps
+    # them: the dead node's reply counts as a failure and later rounds go on without it.
     victim = NUM_NODES - 1
-    run_id, metrics = _submit(deployment)
+    run_id, metrics = _submit(deployment, rounds=3)
     deadline = time.monotonic() + 120
     while not any(r["round"] == 1 for r in _rounds(metrics)):
         assert time.monotonic() < deadline, deployment.run_log(run_id)
@@ -290,7 +290,7 @@ def test_run_finishes_after_an_honest_supernode_is_killed(deployment: Deployment
     row = deployment.wait_finished(run_id, timeout=240)
     assert row["status"] == "finished:completed", deployment.run_log(run_id)
     rounds = [r for r in _rounds(metrics) if r["round"] >= 1]
-    assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    assert [r["round"] for r in rounds] == [1, 2, 3]
     assert victim not in rounds[-1]["participants"]
     assert len(rounds[-1]["participants"]) == NUM_NODES - 1
     for r in rounds:
