@@ -44,7 +44,12 @@ def time_import(module: str, repeats: int) -> dict:
     for _ in range(repeats):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,  # `python -c` puts the working directory first on sys.path
+            check=True,
         )
         seconds.append(time.perf_counter() - start)
         loaded = {name.split(".")[0] for name in proc.stdout.split()}

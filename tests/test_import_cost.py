@@ -24,7 +24,12 @@ def imported_top_level(module: str) -> set[str]:
     code = f"import sys, {module}; print('\\n'.join(sys.modules))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
     )
     return {name.split(".")[0] for name in out.stdout.split()}
 
