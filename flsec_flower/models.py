@@ -35,7 +35,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
 
 from flsec_flower.config import MODELS
 
@@ -200,6 +199,8 @@ def cifar_resnet18(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     usual CIFAR variant, has 11.17M for 10 classes), so the standard
     architecture is kept.
     """
+    from torchvision.models import resnet18  # ~1 s to import: only for this model
+
     return _cifar_stem(resnet18(num_classes=num_classes), input_shape[0])
 
 
@@ -210,6 +211,8 @@ def cifar_resnet50(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     the stem is the CIFAR one of ``resnet18`` (3x3 conv, stride 1, no
     max-pool). 23,520,842 parameters for 10 classes.
     """
+    from torchvision.models import resnet50  # ~1 s to import: only for this model
+
     return _cifar_stem(resnet50(num_classes=num_classes), input_shape[0])
 
 

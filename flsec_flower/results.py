@@ -26,14 +26,17 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import yaml
 
 from flsec_flower.checkpoint import atomic_write_bytes, save_checkpoint, write_status
 from flsec_flower.config import ConfigError, ExperimentConfig
 from flsec_flower.experiment import attack_round
 from flsec_flower.metrics import detection_scores, precision_recall_f1
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.csv"
@@ -250,6 +253,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     file = Path(path) / METRICS_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist: is {path} a flsec run directory?")
+    import pandas as pd  # not at module load: the server app imports this module
+
     return pd.DataFrame(_read_lines(file))
 
 
@@ -315,4 +320,6 @@ def summarize(df: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     if "detect_tp" in df:
         tp, fp, fn = (int(df[f"detect_{k}"].fillna(0).sum()) for k in ("tp", "fp", "fn"))
         row.update({f"detect_{k}": v for k, v in precision_recall_f1(tp, fp, fn).items()})
+    import pandas as pd  # not at module load: the server app imports this module
+
     return pd.DataFrame([row])

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import torch
-from sklearn.cluster import HDBSCAN
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import inner_products, row_norms, symmetrize
@@ -94,6 +93,8 @@ def majority_cluster(distances: np.ndarray) -> list[int]:
     >>> majority_cluster(d)
     [0, 1, 2]
     """
+    from sklearn.cluster import HDBSCAN  # ~1 s to import: only when FLAME clusters
+
     n = distances.shape[0]
     if n < 2:
         return list(range(n))

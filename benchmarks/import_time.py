@@ -1,0 +1,88 @@
+"""Import cost of ``strategies`` and ``clients`` (issue 13, item 3).
+
+Flower 1.41 starts a fresh ``flwr-clientapp`` process for every message of a
+deployment, so an app that uses our attacks pays ``import clients`` per
+message. Each case starts a fresh ``python -c "import X"`` (this checkout
+first on ``PYTHONPATH``) and times it to exit, wall clock; the median over
+``--repeats`` runs is reported. ``strategies`` and ``clients`` are checked
+against the 1 s target. Reference rows (the empty interpreter, ``torch``,
+``flwr``, and ``torch`` + ``flwr.common`` together) show the floor set by
+the two dependencies every rule and attack needs at module load; the
+``over floor`` column is a case's median minus that floor. The modules
+loaded are listed for the heavy optional dependencies (pandas, torchvision,
+scikit-learn, scipy, matplotlib), which must not appear. Prints a table and
+the JSON record.
+
+    python benchmarks/import_time.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SECONDS = 1.0
+HEAVY = ("pandas", "torchvision", "sklearn", "scipy", "matplotlib")
+FLOOR = "torch, flwr.common"
+REFERENCES = ("sys", "torch", "flwr", FLOOR)
+CASES = ("strategies", "clients", "flsec_flower.app.client_app", "flsec_flower.app.server_app")
+TARGETED = ("strategies", "clients")
+
+
+def time_import(module: str, repeats: int) -> dict:
+    """Median and max wall seconds of a fresh ``import module``, and heavy modules it loaded."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = f"import sys, {module}; print('\\n'.join(sys.modules))"
+    seconds, loaded = [], set()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,  # `python -c` puts the working directory first on sys.path
+            check=True,
+        )
+        seconds.append(time.perf_counter() - start)
+        loaded = {name.split(".")[0] for name in proc.stdout.split()}
+    return {
+        "median_s": statistics.median(seconds),
+        "max_s": max(seconds),
+        "heavy_loaded": sorted(loaded & set(HEAVY)),
+    }
+
+
+def main() -> None:
+    """Run the reference rows and the cases, print a table and the JSON record."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    results = {m: time_import(m, args.repeats) for m in (*REFERENCES, *CASES)}
+    floor = results[FLOOR]["median_s"]
+    print(f"{'import':<30} {'median s':>9} {'max s':>7} {'over floor':>11} {'target':>7}  heavy")
+    for name, r in results.items():
+        target = ("ok" if r["median_s"] < TARGET_SECONDS else "MISSED") if name in TARGETED else ""
+        over = f"{r['median_s'] - floor:>11.3f}" if name in CASES else f"{'':>11}"
+        heavy = ",".join(r["heavy_loaded"]) or "-"
+        print(f"{name:<30} {r['median_s']:>9.3f} {r['max_s']:>7.3f} {over} {target:>7}  {heavy}")
+    record = {
+        "target_s": TARGET_SECONDS,
+        "repeats": args.repeats,
+        "floor": FLOOR,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "cases": results,
+    }
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
