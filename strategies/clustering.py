@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import AgglomerativeClustering
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies.base import RobustStrategy
@@ -24,6 +23,8 @@ def larger_of_two_clusters(distances: np.ndarray) -> list[int]:
     >>> larger_of_two_clusters(d)
     [0, 1, 2]
     """
+    from sklearn.cluster import AgglomerativeClustering  # lazy: seconds at import
+
     n = distances.shape[0]
     if n < 2:
         return list(range(n))

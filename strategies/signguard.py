@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import MeanShift, estimate_bandwidth
 
 from flsec_flower.aggregation import Aggregate, RoundContext
 from strategies._linalg import row_norms
@@ -49,6 +48,11 @@ def largest_meanshift_cluster(features: np.ndarray) -> list[int]:
     >>> largest_meanshift_cluster(f)
     [0, 1, 2]
     """
+    from sklearn.cluster import (  # lazy: scikit-learn costs seconds at import
+        MeanShift,
+        estimate_bandwidth,
+    )
+
     n = features.shape[0]
     bandwidth = estimate_bandwidth(features, quantile=0.5, random_state=0) if n > 1 else 0.0
     if not bandwidth > 0:
