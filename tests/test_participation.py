@@ -137,3 +137,31 @@ def test_num_malicious_zero_runs_no_attack_schedule():
         cfg.to_dict() | {"attack": {"name": "sign_flip", "num_malicious": 0, "single_shot": True}}
     )
     assert participation_schedule(clean) == {}
+
+
+class CountingProxy(IdProxy):
+    """An ``IdProxy`` that counts the partition-id queries it answers."""
+
+    asked = 0
+
+    def get_properties(self, ins, timeout, group_id):
+        CountingProxy.asked += 1
+        return super().get_properties(ins, timeout, group_id)
+
+
+def test_strategies_sharing_a_partition_map_ask_each_client_once():
+    manager = SimpleClientManager()
+    for pid in range(10):
+        manager.register(CountingProxy(f"node-{pid}", pid))
+    params = ndarrays_to_parameters([np.zeros(1, np.float32)])
+    shared: dict[str, int] = {}
+    CountingProxy.asked = 0
+    for _ in range(3):  # three experiments on one federation
+        strategy = build_strategy(_cfg(), None)
+        strategy.share_partition_map(shared)
+        strategy.configure_fit(1, params, manager)
+    assert CountingProxy.asked == 10
+    assert shared == {f"node-{pid}": pid for pid in range(10)}
+    alone = build_strategy(_cfg(), None)
+    alone.configure_fit(1, params, manager)  # its own table: asks everyone again
+    assert CountingProxy.asked == 20

@@ -255,6 +255,8 @@ class SequentialServer(Server):
     ) -> None:
         self.runs = runs
         self.checkpoints = checkpoints or [None] * len(runs)
+        self.partition_map: dict[str, int] = {}
+        """Client id -> partition id, asked once and shared by every experiment's strategy."""
         super().__init__(
             client_manager=SimpleClientManager(), strategy=build_strategy(*runs[0], cell=0)
         )
@@ -268,6 +270,8 @@ class SequentialServer(Server):
         for cell, (cfg, recorder) in enumerate(self.runs):
             if cell > 0:
                 self.strategy = build_strategy(cfg, recorder, cell=cell)
+            for node in _chain(self.strategy):
+                node.share_partition_map(self.partition_map)
             self.set_max_workers(cfg.sampled_clients)
             recorder.start()
             self._fit_experiment(cfg, self.checkpoints[cell])
