@@ -11,6 +11,14 @@ Attributes are imported on first use (PEP 562), so ``flsec_flower.data.names``
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real names for type checkers; at run time they load on first use
+    from flsec_flower.data.dataset import Dataset
+    from flsec_flower.data.layout import client_layout
+    from flsec_flower.data.names import ATTACK_DATA_KINDS, DATASETS, PARTITION_KINDS
+    from flsec_flower.data.partition import partition_indices
+    from flsec_flower.data.registry import load_dataset
 
 _EXPORTS = {
     "ATTACK_DATA_KINDS": "flsec_flower.data.names",
