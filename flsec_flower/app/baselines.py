@@ -37,6 +37,16 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
 A config entry may carry its own ``scales: {quick: {attack.start_round: 5}}``,
 applied after the scale's overrides.
 
+``grids`` compare configs side by side (:func:`build_grid`: a row per value
+of ``rows``, a column per config, one ``metric``) and ``histograms`` draw how
+often each client was in a rule's selection (:func:`plot_selection`)::
+
+    grids:
+      - {name: fig3, rows: attack.name, metric: final_accuracy, percent: true,
+         columns: {Krum: fig3-krum, Krum + R: fig3-krum-resampling}, paper: {none: text}}
+    histograms:
+      - {name: krum_selection, configs: {Krum: fig1a-krum}, by: data.partition.kind}
+
 A *cell* is one run: a config at one point of its ``sweep`` and one seed,
 named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
 lands in ``<out>/runs/``; a cell whose folder holds the same resolved config
