@@ -37,7 +37,7 @@ def test_quick_scale_has_every_cell_of_figures_1_to_3(tmp_path):
     assert len({c.name for c in todo}) == len(todo)
     for c in todo:
         cfg, config = c.cfg, c.point["config"]
-        assert (cfg.rounds, cfg.evaluation.every, cfg.training.lr) == (15, 3, 0.1)
+        assert (cfg.rounds, cfg.evaluation.every, cfg.training.lr) == (12, 3, 0.1)
         assert cfg.data.dataset == "mnist10k" and cfg.model.name == "mlp"
         assert cfg.data.partition.honest_only
         t = cfg.training
