@@ -164,6 +164,9 @@ def test_selection_table_and_histogram_average_over_seeds(tmp_path):
     png, csv = plot_selection(runs, spec, tmp_path / "h.png")
     assert png.stat().st_size > 0
     assert pd.read_csv(csv).shape == (4, 5)
+    assert selection_table(pd.DataFrame(), spec).empty  # no finished cell yet (--no-run)
+    png, csv = plot_selection(pd.DataFrame(), spec, tmp_path / "empty.png")
+    assert png.stat().st_size > 0 and pd.read_csv(csv).empty
 
 
 @pytest.mark.slow

@@ -598,6 +598,8 @@ def selection_table(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
         subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
         parts = subset.groupby(by, sort=False) if by and not subset.empty else [("", subset)]
         for value, part in parts:
+            if part.empty:
+                continue
             shares = [s for s in map(selection_shares, part["run_dir"]) if len(s)]
             if not shares:
                 continue
