@@ -271,11 +271,14 @@ def after_attack(df: pd.DataFrame, evaluated: pd.DataFrame) -> dict[str, float]:
 
     Examples
     --------
+    >>> import pandas as pd
     >>> df = pd.DataFrame({"round": [1, 2, 3], "attack_round": [None, True, None],
     ...                    "backdoor_accuracy": [0.1, 0.9, 0.5]})
     >>> after_attack(df, df)
     {'attack_backdoor_accuracy': 0.9, 'mean_after_attack_backdoor_accuracy': 0.7}
     """
+    import pandas as pd  # not at module load: the server app imports this module
+
     if "attack_round" not in df:
         return {}
     flags = df["attack_round"].fillna(False).astype(bool)

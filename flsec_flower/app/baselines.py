@@ -37,6 +37,16 @@ A baseline folder holds experiment YAML files and one spec, ``baseline.yaml``::
 A config entry may carry its own ``scales: {quick: {attack.start_round: 5}}``,
 applied after the scale's overrides.
 
+``grids`` compare configs side by side (:func:`build_grid`: a row per value
+of ``rows``, a column per config, one ``metric``) and ``histograms`` draw how
+often each client was in a rule's selection (:func:`plot_selection`)::
+
+    grids:
+      - {name: fig3, rows: attack.name, metric: final_accuracy, percent: true,
+         columns: {Krum: fig3-krum, Krum + R: fig3-krum-resampling}, paper: {none: text}}
+    histograms:
+      - {name: krum_selection, configs: {Krum: fig1a-krum}, by: data.partition.kind}
+
 A *cell* is one run: a config at one point of its ``sweep`` and one seed,
 named ``<config name>-<key><value>-...-seed<s>``. Every cell's run folder
 lands in ``<out>/runs/``; a cell whose folder holds the same resolved config
@@ -79,7 +89,7 @@ BASELINES_DIR = Path(__file__).resolve().parents[2] / "baselines"
 """The repository's ``baselines/`` folder."""
 
 SPEC_FILE = "baseline.yaml"
-SPEC_KEYS = ("title", "seeds", "configs", "scales", "tables", "figures")
+SPEC_KEYS = ("title", "seeds", "configs", "scales", "tables", "figures", "grids", "histograms")
 TABLE_KEYS = {
     "required": ("name", "config", "rows", "columns"),
     "optional": ("title", "percent", "paper"),
@@ -87,6 +97,14 @@ TABLE_KEYS = {
 FIGURE_KEYS = {
     "required": ("name", "x", "y", "configs"),
     "optional": ("title", "xlabel", "ylabel", "log_x", "by", "labels"),
+}
+GRID_KEYS = {
+    "required": ("name", "rows", "metric", "columns"),
+    "optional": ("title", "percent", "paper"),
+}
+HISTOGRAM_KEYS = {
+    "required": ("name", "configs"),
+    "optional": ("title", "by", "labels"),
 }
 
 
@@ -160,6 +178,10 @@ def load_baseline(slug: str, root: Path = BASELINES_DIR) -> Baseline:
             raise ConfigError(f"{folder / SPEC_FILE}: configs[{i}]: expected {{file: NAME.yaml}}")
     _check_entries(f"{folder / SPEC_FILE}: tables", spec.get("tables") or [], TABLE_KEYS)
     _check_entries(f"{folder / SPEC_FILE}: figures", spec.get("figures") or [], FIGURE_KEYS)
+    _check_entries(f"{folder / SPEC_FILE}: grids", spec.get("grids") or [], GRID_KEYS)
+    _check_entries(
+        f"{folder / SPEC_FILE}: histograms", spec.get("histograms") or [], HISTOGRAM_KEYS
+    )
     return Baseline(slug, folder, spec, configs)
 
 
@@ -370,6 +392,7 @@ def label_keys(baseline: Baseline) -> tuple[str, ...]:
     return (
         *(t["rows"] for t in baseline.spec.get("tables") or []),
         *(f["x"] for f in baseline.spec.get("figures") or []),
+        *(g["rows"] for g in baseline.spec.get("grids") or []),
     )
 
 
@@ -514,6 +537,159 @@ def plot_figure(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def build_grid(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """One metric as ``mean ± std`` over seeds: a row per value of ``rows``, a column per config.
+
+    ``spec["columns"]`` maps a column header to an experiment name, so one
+    table compares several configs (e.g. each rule with and without
+    bucketing) on the same rows (e.g. the attacks). With a ``paper`` mapping
+    (row value to text) a ``paper`` column comes first. A row value that a
+    config has no finished cell for reads :data:`PENDING`; ``seeds`` is the
+    fewest seeds of any column in the row.
+
+    Examples
+    --------
+    >>> runs = pd.DataFrame({"config": ["a", "a", "b"], "attack.name": ["x", "x", "x"],
+    ...                      "final_accuracy": [0.5, 0.7, 0.9]})
+    >>> spec = {"rows": "attack.name", "metric": "final_accuracy", "percent": True,
+    ...         "columns": {"A": "a", "B": "b"}}
+    >>> build_grid(runs, spec).to_dict("records")
+    [{'name': 'x', 'A': '60.00 ± 14.14', 'B': '90.00 ± 0.00', 'seeds': 1}]
+    """
+    rows_key, metric = spec["rows"], spec["metric"]
+    percent = bool(spec.get("percent", False))
+    paper = {str(k): v for k, v in (spec.get("paper") or {}).items()}
+    groups: dict[str, dict[Any, pd.DataFrame]] = {}
+    for header, config in spec["columns"].items():
+        subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
+        groups[header] = dict(iter(subset.groupby(rows_key, sort=False))) if len(subset) else {}
+    values: list[Any] = []
+    for by_value in groups.values():
+        values += [v for v in by_value if v not in values]
+    values += [k for k in paper if k not in {str(v) for v in values}]
+    out = []
+    for value in values:
+        row: dict[str, Any] = {rows_key.rsplit(".", 1)[-1]: value}
+        if paper:
+            row["paper"] = paper.get(str(value), "-")
+        counts = []
+        for header, by_value in groups.items():
+            group = by_value.get(value)
+            if group is None:
+                row[header] = PENDING
+                counts.append(0)
+            else:
+                row[header] = _mean_std(group[metric], percent) if metric in group else "-"
+                counts.append(len(group))
+        row["seeds"] = min(counts)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def write_grids(
+    runs: pd.DataFrame, specs: list[dict[str, Any]], out: Path, scale: str
+) -> list[Path]:
+    """Write every grid (:func:`build_grid`) as ``<name>.md`` and ``<name>.csv``."""
+    written = []
+    for spec in specs:
+        table = build_grid(runs, spec)
+        md = out / f"{spec['name']}.md"
+        note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
+        body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
+        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
+        table.to_csv(out / f"{spec['name']}.csv", index=False)
+        written += [md, out / f"{spec['name']}.csv"]
+    return written
+
+
+def selection_shares(run_dir: str | Path) -> pd.Series:
+    """Share of a run's rounds in which each client was in the rule's selection.
+
+    Read from the ``selected`` partition ids that rules such as Krum record
+    per round in ``metrics.jsonl`` (with bucketing, every member of the
+    selected bucket). Clients that took part but were never selected count
+    0; rounds without a selection are left out. Empty when the rule records
+    no selection.
+    """
+    df = load_results(run_dir)
+    if "selected" not in df:
+        return pd.Series(dtype=float)
+    rounds = df[df["selected"].notna() & (df["round"] > 0)]
+    if rounds.empty:
+        return pd.Series(dtype=float)
+    listed = [*rounds["selected"], *rounds.get("participants", pd.Series()).dropna()]
+    counts = pd.Series(0.0, index=sorted({p for ids in listed for p in ids}))
+    for sel in rounds["selected"]:
+        counts.loc[sorted(set(sel))] += 1.0
+    return counts / len(rounds)
+
+
+def selection_table(runs: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Mean and std over seeds of :func:`selection_shares`, per series and client.
+
+    A series is a ``configs`` label, or ``"<label>, <by> <value>"`` per value
+    of the swept key ``by`` (renamed by ``labels["<label>, <value>"]``).
+    Columns: ``series``, ``partition_id``, ``mean``, ``std``, ``seeds``.
+    """
+    by = spec.get("by")
+    rows = []
+    for label, config in spec["configs"].items():
+        subset = runs[runs["config"] == config] if "config" in runs else runs.iloc[0:0]
+        parts = subset.groupby(by, sort=False) if by and not subset.empty else [("", subset)]
+        for value, part in parts:
+            if part.empty:
+                continue
+            shares = [s for s in map(selection_shares, part["run_dir"]) if len(s)]
+            if not shares:
+                continue
+            name = f"{label}, {by.rsplit('.', 1)[-1]} {value}" if by else label
+            name = (spec.get("labels") or {}).get(f"{label}, {value}", name)
+            stats = pd.concat(shares, axis=1).fillna(0.0)
+            for pid, values in stats.iterrows():
+                std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                rows.append(
+                    {
+                        "series": name,
+                        "partition_id": int(pid),
+                        "mean": float(values.mean()),
+                        "std": std,
+                        "seeds": len(values),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["series", "partition_id", "mean", "std", "seeds"])
+
+
+def plot_selection(runs: pd.DataFrame, spec: dict[str, Any], path: Path) -> list[Path]:
+    """Selection histogram: share of rounds each client was selected, one bar group per client.
+
+    Bars are :func:`selection_table`'s means (std as error bars), one colour
+    per series; the numbers are written beside the PNG as ``<name>.csv``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = selection_table(runs, spec)
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = list(dict.fromkeys(table["series"]))
+    width = 0.8 / max(1, len(series))
+    for k, name in enumerate(series):
+        part = table[table["series"] == name]
+        x = part["partition_id"] + (k - (len(series) - 1) / 2) * width
+        ax.bar(x, part["mean"], width, yerr=part["std"], capsize=2, label=name)
+    ax.set(xlabel="worker (partition id)", ylabel="share of rounds selected")
+    ax.set_title(spec.get("title", ""), fontsize="medium")
+    if series:
+        ax.set_xticks(sorted(set(table["partition_id"])))
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path, path.with_suffix(".csv")]
+
+
 def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str) -> list[Path]:
     """Write ``cells.csv``, every table as Markdown and CSV, every figure as PNG."""
     out.mkdir(parents=True, exist_ok=True)
@@ -529,6 +705,9 @@ def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str)
         written += [md, out / f"{spec['name']}.csv"]
     for spec in baseline.spec.get("figures") or []:
         written.append(plot_figure(runs, spec, out / f"{spec['name']}.png"))
+    written += write_grids(runs, baseline.spec.get("grids") or [], out, scale)
+    for spec in baseline.spec.get("histograms") or []:
+        written += plot_selection(runs, spec, out / f"{spec['name']}.png")
     return written
 
 
