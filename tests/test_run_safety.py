@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from flsec_flower import cli, load_results
+from flsec_flower import load_results
+from flsec_flower.app import cli
 from flsec_flower.checkpoint import read_status
 from flsec_flower.config import ConfigError, from_dict, load_config
 from flsec_flower.results import RunRecorder, new_run_dir
