@@ -26,6 +26,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict strategies clients
 
 readme-list: $(VENV)/.installed  # regenerate README's `flsec list --markdown` table and catalogue
 	$(PY) -m flsec_flower.app.catalog README.md

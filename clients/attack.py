@@ -111,7 +111,7 @@ class AttackClient(HonestClient):
                 break
             if "__init__" not in vars(klass):
                 continue
-            for p in inspect.signature(klass.__init__).parameters.values():
+            for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
                 if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
                     params.setdefault(p.name, p.default)
         params.update(cfg.attack.params if cfg.attack is not None else {})

@@ -8,11 +8,11 @@ import torch
 from flwr.common import NDArrays
 from torch import nn
 
-from clients.honest import ServerMetric
 from clients.label_flip import LabelFlipClient
 from clients.model_replacement import replacement_weights
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
+from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv
 from flsec_flower.training import predict
 

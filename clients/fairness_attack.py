@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -10,9 +10,9 @@ from flwr.common import NDArrays
 from torch import nn
 
 from clients.attack import AttackClient, attackers_per_round
-from clients.honest import ServerMetric
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
+from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.models import get_weights, set_weights
 from flsec_flower.seeds import BatchStream, Stream, numpy_rng
@@ -130,7 +130,7 @@ class FairnessAttackClient(AttackClient):
         model: nn.Module | None = None,
         *,
         target_classes: list[int] | None = None,
-        group: dict | None = None,
+        group: dict[str, Any] | None = None,
         forced_label: int = 0,
         num_clients_estimate: int | None = None,
         samples_estimate: float | None = None,
@@ -234,8 +234,8 @@ def _mean(hits: torch.Tensor) -> float:
 
 
 def _selection(
-    ds: Dataset, target_classes: list[int] | None, group: dict | None, forced_label: int
-) -> tuple:
+    ds: Dataset, target_classes: list[int] | None, group: dict[str, Any] | None, forced_label: int
+) -> tuple[Any, ...]:
     """``("group", attribute, value, label)`` or ``("classes", [c, ...])``, validated."""
     if group is not None:
         if not isinstance(group, dict) or set(group) != {"attribute", "value"}:
@@ -257,7 +257,7 @@ def _selection(
     return ("classes", classes)
 
 
-def _unfair_pool(ds: Dataset, selection: tuple) -> tuple[np.ndarray, torch.Tensor]:
+def _unfair_pool(ds: Dataset, selection: tuple[Any, ...]) -> tuple[np.ndarray, torch.Tensor]:
     """Eligible training indices and the (possibly forced) labels of the whole training set."""
     if selection[0] == "group":
         _, attribute, value, label = selection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ def flip_labels(
     return table[y]
 
 
-def _checked_mapping(mapping: dict, num_classes: int) -> dict[int, int]:
+def _checked_mapping(mapping: dict[Any, Any], num_classes: int) -> dict[int, int]:
     out: dict[int, int] = {}
     for key, value in mapping.items():
         try:
@@ -94,7 +95,7 @@ class LabelFlip:
     """
 
     num_classes: int
-    mapping: dict | None = None
+    mapping: dict[Any, Any] | None = None
 
     def __post_init__(self) -> None:
         """Check the classes and normalise the mapping's keys and values to ``int``."""
@@ -127,7 +128,11 @@ class LabelFlipClient(AttackClient):
     """
 
     def __init__(
-        self, env: ClientEnv, model: nn.Module | None = None, *, mapping: dict | None = None
+        self,
+        env: ClientEnv,
+        model: nn.Module | None = None,
+        *,
+        mapping: dict[Any, Any] | None = None,
     ) -> None:
         super().__init__(env, model)
         self.flip = LabelFlip(env.dataset.num_classes, mapping)

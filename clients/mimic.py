@@ -179,7 +179,7 @@ class MimicClient(OmniscientAttackClient):
         super().__init__(env, model, omniscient=omniscient, warmup=warmup)
 
     @classmethod
-    def forger(cls, warmup: int = 1) -> Forger:
+    def forger(cls, warmup: int = 1) -> Forger:  # type: ignore[override]  # its own parameters
         """Return a fresh :class:`MimicForger` (its state lives in the adversary)."""
         return MimicForger(warmup)
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -221,10 +221,11 @@ def anomaly_loss(
             return diff.square().sum()
         norm = diff.norm()
         if kind == "l2":
-            return norm
+            return norm  # type: ignore[no-any-return]  # torch's Tensor.norm is untyped
         if u is None or float(norm.detach()) == 0.0 or float(u.norm()) == 0.0:
             return diff.sum() * 0.0
-        return 1.0 - diff @ u / (norm * u.norm())
+        cosine: torch.Tensor = 1.0 - diff @ u / (norm * u.norm())
+        return cosine
 
     return loss
 
@@ -287,7 +288,7 @@ class ModelReplacement(PoisonedTraining):
         alpha: float = 0.7,
         anomaly: str = "l2",
         split: bool = True,
-        **poisoning: object,
+        **poisoning: Any,
     ) -> None:
         super().__init__(env, model, **poisoning)
         if mode not in MODES:

@@ -89,7 +89,9 @@ def message_round(msg: Message, ctxt: Context) -> int:
     if STATE_KEY not in ctxt.state.config_records:
         ctxt.state[STATE_KEY] = ConfigRecord({"train_calls": 0})
     counter = ctxt.state.config_records[STATE_KEY]
-    current = int(counter["train_calls"]) + 1 if named is None else named
+    calls = counter["train_calls"]
+    assert isinstance(calls, int)
+    current = calls + 1 if named is None else named
     counter["train_calls"] = current
     return current
 

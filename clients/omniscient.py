@@ -18,7 +18,7 @@ their own updates: ``forge`` gets the active attackers' honestly trained rows
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +29,12 @@ from flsec_flower.config import ExperimentConfig
 from flsec_flower.experiment import ClientEnv
 
 Forger = Callable[[torch.Tensor, list[int], int, int, torch.Generator], torch.Tensor]
+
+
+def _forge_undefined(*args: Any, **params: Any) -> torch.Tensor:
+    raise NotImplementedError("an omniscient attack defines forge or overrides forger")
+
+
 """``forger(reference, reference_ids, num_byzantine, num_total, generator) -> forged``.
 
 ``reference`` holds the rows the attackers know, shape ``(k, d)``, and
@@ -188,19 +194,14 @@ class OmniscientAttackClient(AttackClient):
         super().__init__(env, model)
         self.adversary = type(self).build_adversary(omniscient=omniscient, **params)
 
-    @staticmethod
-    def forge(
-        reference: torch.Tensor,
-        num_byzantine: int,
-        num_total: int,
-        generator: torch.Generator,
-        **params: Any,
-    ) -> torch.Tensor:
-        """Forge the attackers' update from the reference rows ``(k, d)``.
+    forge: ClassVar[Callable[..., torch.Tensor]] = staticmethod(_forge_undefined)
+    """``forge(reference, num_byzantine, num_total, generator, **params)``: the attackers' update.
 
-        Returns one row ``(d,)`` or one per attacker ``(num_byzantine, d)``.
-        """
-        raise NotImplementedError("an omniscient attack defines forge or overrides forger")
+    ``reference`` holds the rows the attack sees ``(k, d)``; it returns one
+    row ``(d,)`` or one per attacker ``(num_byzantine, d)``. A subclass
+    defines it (a static method with its parameters as keywords) or
+    overrides :meth:`forger`.
+    """
 
     @classmethod
     def forger(cls, **params: Any) -> Forger:

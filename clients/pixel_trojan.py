@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from clients.attack import AttackClient, backdoor_mixer
-from clients.honest import ServerMetric
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
+from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.seeds import BatchStream
 from flsec_flower.training import BatchTransform, predict, resolve_batch_size
@@ -327,7 +328,7 @@ class PixelTrojanClient(AttackClient):
             _check_class("source_class", source_class, ds.num_classes)
         self.target_class = target_class
         self.source_class = source_class
-        self.trigger_kwargs = {
+        self.trigger_kwargs: dict[str, Any] = {
             "pattern": pattern,
             "trigger_size": trigger_size,
             "offset": offset,
@@ -402,7 +403,7 @@ class PixelTrojanClient(AttackClient):
         return backdoor_metric(x, target, cfg.evaluation.batch_size)
 
 
-def _trigger_kwargs(params: dict) -> dict:
+def _trigger_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in ("pattern", "trigger_size", "offset", "mask", "value")}
 
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from clients.attack import AttackClient, backdoor_mixer
-from clients.honest import ServerMetric
 from clients.pixel_trojan import backdoor_metric
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
+from flsec_flower.evaluation import ServerMetric
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.seeds import BatchStream, Stream, numpy_rng
 from flsec_flower.training import BatchTransform, resolve_batch_size

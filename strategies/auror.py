@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -105,7 +107,7 @@ def auror(
     keep = (share <= tau).cpu()
     selected = keep.nonzero().flatten().tolist()
     flagged = (~keep).nonzero().flatten().tolist()
-    metrics = {"auror_indicative": indicative}
+    metrics: dict[str, float] = {"auror_indicative": indicative}
     if not selected:
         zero = torch.zeros_like(updates[0])
         return Aggregate(zero, selected=[], flagged=flagged, scores=share, metrics=metrics)
@@ -127,8 +129,8 @@ class Auror(RobustStrategy):
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, *, alpha: float = 0.02, tau: float = 0.5, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, alpha: float = 0.02, tau: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.alpha = check_number("alpha", alpha, 0.0)
         self.tau = check_number("tau", tau, 0.0, 1.0)
 

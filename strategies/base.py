@@ -52,7 +52,7 @@ import numbers
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ from strategies._too_few import TooFewClientsError as RuleTooFewError
 
 logger = logging.getLogger("flsec")
 
-RoundListener = Callable[[int, dict], None]
+RoundListener = Callable[[int, dict[str, Any]], None]
 """``listener(server_round, record)``: receives evaluation metrics and diagnostics."""
 
 PARTITION_ID_QUERY = "partition_id"
@@ -137,6 +137,7 @@ def read_partition_id(
     value = metrics[key]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None, f"{key} {value!r} is not an integer"
+    value = float(value)
     if not math.isfinite(value):
         return None, f"{key} {value!r} is not finite"
     if value != int(value):
@@ -161,9 +162,9 @@ def check_num_examples(value: object, key: str = "num_examples") -> str | None:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"{key}={value!r} is not a number"
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(float(value)) or float(value) <= 0:
         return f"{key}={value!r} is not a positive count"
-    if value > MAX_NUM_EXAMPLES:
+    if float(value) > MAX_NUM_EXAMPLES:
         return f"{key}={value!r} exceeds the bound {MAX_NUM_EXAMPLES}"
     return None
 
@@ -251,7 +252,7 @@ class Reply:
     id_problem: str | None
     num_examples: object
     load: Callable[[], list[np.ndarray]]
-    metrics: dict = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict[str, Any])
     active: bool = False
     problem: str | None = None
     count_key: str = "num_examples"
@@ -270,7 +271,7 @@ class RoundDiagnostics:
     rule_metrics: dict[str, Scalar] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         """Return a JSON-serialisable dictionary."""
         return {
             "participants": self.partition_ids,
@@ -360,9 +361,9 @@ class RobustStrategy(FedAvg):
         min_results: int = 1,
         registration_timeout: float | None = None,
         registration_hint: str = "",
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         if isinstance(min_results, bool) or not isinstance(min_results, int) or min_results < 1:
             raise ValueError(f"min_results must be a positive integer, got {min_results!r}")
         if registration_timeout is not None and not registration_timeout > 0:
@@ -416,7 +417,7 @@ class RobustStrategy(FedAvg):
             names.update(dict.fromkeys(vars(klass).get("state_attributes", ())))
         return tuple(names)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The strategy's state across rounds: the global model and :meth:`state_names`.
 
         Values are deep copies, so later rounds do not change a saved state.
@@ -426,7 +427,7 @@ class RobustStrategy(FedAvg):
             "attributes": {n: copy.deepcopy(getattr(self, n)) for n in self.state_names()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (tensors go to the aggregation device).
 
         Call after :meth:`initialize_parameters`, which sets the layout.
@@ -491,7 +492,7 @@ class RobustStrategy(FedAvg):
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         fit_ins = FitIns(parameters, config)
         sample_size, min_num = self.num_fit_clients(client_manager.num_available())
-        if not client_manager.wait_for(min_num, timeout=self.registration_timeout):
+        if not client_manager.wait_for(min_num, timeout=self.registration_timeout):  # type: ignore[arg-type]  # Flower's hint says int; it passes the value to threading's wait
             raise RegistrationTimeoutError(
                 f"round {server_round}: only {client_manager.num_available()} of {min_num} "
                 f"clients connected within registration_timeout={self.registration_timeout} s "
@@ -675,7 +676,7 @@ class RobustStrategy(FedAvg):
     ) -> tuple[torch.Tensor, RoundContext]:
         assert self.layout is not None and self.global_params is not None
         rows: list[np.ndarray] = []
-        kept: list[tuple[int, float, dict]] = []
+        kept: list[tuple[int, float, dict[str, Any]]] = []
         scale = None if self.gradient_lr is None else np.float32(-self.gradient_lr(server_round))
         claims: dict[int, int] = {}
         for r in replies:
@@ -732,7 +733,7 @@ class RobustStrategy(FedAvg):
         """Evaluate centrally, then hand metrics and diagnostics to the round listener."""
         res = super().evaluate(server_round, parameters)
         if self.round_listener is not None:
-            record: dict = dict(res[1]) if res is not None else {}
+            record: dict[str, Any] = dict(res[1]) if res is not None else {}
             if res is not None:
                 record["loss"] = res[0]
             diag = self.diagnostics.pop(server_round, None)
@@ -758,8 +759,8 @@ class WrappingStrategy(RobustStrategy):
         Passed to :class:`RobustStrategy`.
     """
 
-    def __init__(self, inner: RobustStrategy, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, inner: RobustStrategy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.inner = inner
 
     def configure_fit(
@@ -773,11 +774,11 @@ class WrappingStrategy(RobustStrategy):
         """Delegate to the inner rule (subclasses transform around this call)."""
         return self.inner.aggregate_updates(updates, ctx)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The transform's state and, under ``"inner"``, the wrapped rule's."""
         return {**super().state_dict(), "inner": self.inner.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore this transform's state and the wrapped rule's."""
         super().load_state_dict(state)
         self.inner.load_state_dict(state["inner"])

@@ -19,6 +19,7 @@ clients and hand those to the wrapped rule:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -276,7 +277,7 @@ class Bucketing(WrappingStrategy):
         s: int = 2,
         mode: str = "bucketing",
         on_too_few: str = "raise",
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:

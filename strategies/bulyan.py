@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -136,8 +138,8 @@ class Bulyan(ByzantineBound, RobustStrategy):
 
     requirement = "n >= 4f + 3"
 
-    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.f = check_count("f", f)
         self.on_too_few = check_on_too_few(on_too_few)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -108,8 +108,8 @@ class CenteredClipping(RobustStrategy):
 
     state_attributes: ClassVar[tuple[str, ...]] = ("centre",)
 
-    def __init__(self, *, tau: float = 10.0, iterations: int = 1, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, tau: float = 10.0, iterations: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         check_params(tau, iterations)
         self.tau = float(tau)
         self.iterations = iterations

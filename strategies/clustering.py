@@ -34,7 +34,7 @@ def larger_of_two_clusters(distances: np.ndarray) -> list[int]:
     sizes = np.bincount(labels, minlength=2)
     if sizes[0] == sizes[1]:
         return list(range(n))
-    return np.flatnonzero(labels == int(sizes.argmax())).tolist()
+    return [int(i) for i in np.flatnonzero(labels == int(sizes.argmax()))]
 
 
 def cosine_clustering(updates: torch.Tensor) -> Aggregate:

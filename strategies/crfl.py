@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -130,9 +131,9 @@ class CRFL(RobustStrategy):
         clip: float = 2.0,
         clip_growth: float = 0.1,
         sigma: float = 0.01,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.clip = check_number("clip", clip, 0.0)
         if self.clip == 0:
             raise ValueError("clip must be positive, got 0")

@@ -24,7 +24,7 @@ import io
 import logging
 import math
 import zipfile
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ class DiverseFL(RobustStrategy):
         fraction: float = 0.03,
         eps1: float = 0.5,
         eps2: float = 2.0,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -124,9 +126,9 @@ class DnC(ByzantineBound, RobustStrategy):
         c: float = 1.0,
         sub_dim: int = 10_000,
         on_too_few: str = "raise",
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.f = check_count("f", f)
         self.iterations = check_positive_int("iterations", iterations)
         self.c = check_number("c", c, 0.0, 1.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -81,7 +82,7 @@ class DPNoise(WrappingStrategy):
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, inner: RobustStrategy, *, sigma: float, **kwargs: object) -> None:
+    def __init__(self, inner: RobustStrategy, *, sigma: float, **kwargs: Any) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
             raise ValueError(f"sigma must be a number, got {sigma!r}")

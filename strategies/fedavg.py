@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -54,8 +56,8 @@ class FedAvg(RobustStrategy):
 
     supports_weighting = True
 
-    def __init__(self, *, weighted: bool = True, **kwargs: object) -> None:
-        super().__init__(weighted=weighted, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, weighted: bool = True, **kwargs: Any) -> None:
+        super().__init__(weighted=weighted, **kwargs)
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Return the (weighted) mean of ``updates``."""

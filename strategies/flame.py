@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ def majority_cluster(distances: np.ndarray) -> list[int]:
     if clusters.size == 0:
         return list(range(n))
     biggest = np.bincount(clusters).argmax()
-    return np.flatnonzero(labels == biggest).tolist()
+    return [int(i) for i in np.flatnonzero(labels == biggest)]
 
 
 def flame(
@@ -184,7 +185,7 @@ class Flame(RobustStrategy):
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, *, noise_lambda: float = 0.001, **kwargs: object) -> None:
+    def __init__(self, *, noise_lambda: float = 0.001, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(noise_lambda, bool) or not isinstance(noise_lambda, (int, float)):
             raise ValueError(f"noise_lambda must be a number, got {noise_lambda!r}")

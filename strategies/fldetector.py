@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -71,7 +71,8 @@ def lbfgs_product(
     rhs = torch.cat([sigma * (s_mat @ v), y_mat @ v])
     coef = torch.linalg.solve(middle, rhs)
     m = len(steps)
-    return sigma * v - sigma * (coef[:m] @ s_mat) - coef[m:] @ y_mat
+    product: torch.Tensor = sigma * v - sigma * (coef[:m] @ s_mat) - coef[m:] @ y_mat
+    return product
 
 
 def two_means_1d(values: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -143,7 +144,7 @@ def has_two_clusters(scores: torch.Tensor, generator: torch.Generator, draws: in
     gap1 = float(logs[:, 0].mean()) - data1
     gap2 = float(logs[:, 1].mean()) - data2
     s2 = float(logs[:, 1].std(correction=0)) * (1.0 + 1.0 / draws) ** 0.5
-    return gap1 < gap2 - s2
+    return bool(gap1 < gap2 - s2)
 
 
 class FLDetector(RobustStrategy):
@@ -205,9 +206,9 @@ class FLDetector(RobustStrategy):
     )
 
     def __init__(
-        self, *, window: int = 10, base: str = "median", min_ratio: float = 1.5, **kwargs: object
+        self, *, window: int = 10, base: str = "median", min_ratio: float = 1.5, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.window = check_positive_int("window", window)
         self.min_ratio = check_number("min_ratio", min_ratio, 1.0)
         if base not in BASES:
@@ -238,7 +239,7 @@ class FLDetector(RobustStrategy):
             update = rows.mean(dim=0) if self.base == "mean" else coordinate_median(rows).update
         self._record_round(updates, ctx, update)
         scores = torch.tensor([self._score(pid) for pid in pids], dtype=torch.float64)
-        metrics = {"fldetector_excluded": len(self.excluded)}
+        metrics: dict[str, float] = {"fldetector_excluded": len(self.excluded)}
         return Aggregate(update, selected=kept, flagged=flagged, scores=scores, metrics=metrics)
 
     def _score(self, pid: int) -> float:
@@ -254,7 +255,7 @@ class FLDetector(RobustStrategy):
         move = ctx.global_params.to(torch.float64) - self.previous_global.to(torch.float64)
         try:
             hvp = lbfgs_product(self.steps, self.changes, move)
-        except torch.linalg.LinAlgError:
+        except torch.linalg.LinAlgError:  # type: ignore[attr-defined]  # exported, not in __all__
             hvp = torch.zeros_like(move)
         if not bool(torch.isfinite(hvp).all()):
             hvp = torch.zeros_like(move)

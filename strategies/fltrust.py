@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -90,7 +91,7 @@ class FLTrust(RobustStrategy):
         The root dataset ``(x, y)``.
     """
 
-    def __init__(self, *, root_size: int = 100, **kwargs: object) -> None:
+    def __init__(self, *, root_size: int = 100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(root_size, bool) or not isinstance(root_size, int) or root_size < 1:
             raise ValueError(f"root_size must be a positive integer, got {root_size!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -128,7 +128,7 @@ class FoolsGold(RobustStrategy):
 
     state_attributes: ClassVar[tuple[str, ...]] = ("histories",)
 
-    def __init__(self, *, kappa: float = 1.0, **kwargs: object) -> None:
+    def __init__(self, *, kappa: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(kappa, bool) or not isinstance(kappa, (int, float)):
             raise ValueError(f"kappa must be a number, got {kappa!r}")

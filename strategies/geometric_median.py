@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -228,9 +229,9 @@ class GeometricMedian(RobustStrategy):
         nu: float = 1e-6,
         init: str = "median",
         tol: float = DEFAULT_TOL,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         check_params(iterations, nu, init, tol)
         self.iterations = iterations
         self.nu = nu

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -135,8 +137,8 @@ class Krum(ByzantineBound, RobustStrategy):
     supports_weighting = True
     requirement = "n > 2f + 2"
 
-    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, f: int, on_too_few: str = "raise", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.f = check_count("f", f)
         self.on_too_few = check_on_too_few(on_too_few)
 
@@ -171,7 +173,7 @@ class MultiKrum(Krum):
     """
 
     def __init__(
-        self, *, f: int, m: int | None = None, on_too_few: str = "raise", **kwargs: object
+        self, *, f: int, m: int | None = None, on_too_few: str = "raise", **kwargs: Any
     ) -> None:
         super().__init__(f=f, on_too_few=on_too_few, **kwargs)
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -163,9 +165,9 @@ class LASA(RobustStrategy):
         sparsity: float = 0.3,
         lambda_n: float = 2.0,
         lambda_s: float = 1.0,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.sparsity = check_number("sparsity", sparsity, 0.0, 1.0)
         if self.sparsity == 1:
             raise ValueError("sparsity must be below 1 (1 zeroes every weight), got 1")

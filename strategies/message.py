@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import (
@@ -110,7 +111,7 @@ class MessageStrategy(FedAvg):
         weighted_by_key: str = "num-examples",
         arrayrecord_key: str = "arrays",
         configrecord_key: str = "config",
-        evaluate_metrics_aggr_fn: Callable | None = None,
+        evaluate_metrics_aggr_fn: Callable[..., Any] | None = None,
     ) -> None:
         if not isinstance(rule, RobustStrategy):
             raise TypeError(f"rule must be a flsec RobustStrategy, got {type(rule).__name__}")
@@ -217,7 +218,13 @@ class MessageStrategy(FedAvg):
             min_results_key="min_results of the rule",
             initial_key="initial_arrays to start()",
         )
-        record = MetricRecord({k: v for k, v in metrics.items() if _finite_number(v)})
+        record = MetricRecord(
+            {
+                k: float(v)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and _finite_number(v)
+            }
+        )
         if arrays is None:
             return None, record
         assert self.array_keys is not None
@@ -241,6 +248,7 @@ class MessageStrategy(FedAvg):
                 f"ArrayRecord keys {list(array_records[0].keys())} are not the model's "
                 f"{self.array_keys}"
             )
+        pid: int | None
         if self.partition_id_key is None:
             pid, id_problem, name = node, None, f"node {node}"
         else:
@@ -258,7 +266,7 @@ class MessageStrategy(FedAvg):
             count_key=self.weighted_by_key,
         )
 
-    def _evaluate_metrics(self, contents: list, weighted_by_key: str) -> MetricRecord:
+    def _evaluate_metrics(self, contents: list[Any], weighted_by_key: str) -> MetricRecord:
         """Weighted mean of the evaluation metrics of well-formed replies; others are dropped."""
         sums: dict[str, float] = {}
         total = 0.0
@@ -294,6 +302,6 @@ def _describe(rule: RobustStrategy) -> str:
 def _rule_chain(rule: RobustStrategy) -> list[RobustStrategy]:
     """The rule and the rules it wraps, outermost first."""
     chain = [rule]
-    while isinstance(getattr(chain[-1], "inner", None), RobustStrategy):
-        chain.append(chain[-1].inner)
+    while isinstance(inner := getattr(chain[-1], "inner", None), RobustStrategy):
+        chain.append(inner)
     return chain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -83,7 +85,7 @@ class NNM(ByzantineBound, WrappingStrategy):
     f_metric = "nnm_f_used"
 
     def __init__(
-        self, inner: RobustStrategy, *, f: int, on_too_few: str = "raise", **kwargs: object
+        self, inner: RobustStrategy, *, f: int, on_too_few: str = "raise", **kwargs: Any
     ) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(f, bool) or not isinstance(f, int) or f < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -97,8 +98,8 @@ class NoisyMedian(RobustStrategy):
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, *, sigma: float, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, *, sigma: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if not (math.isfinite(sigma) and sigma >= 0):
             raise ValueError(f"sigma must be non-negative and finite, got {sigma!r}")
         self.sigma = float(sigma)

@@ -31,6 +31,7 @@ with ``sigma = noise_multiplier * S / n`` and ``server_lr = 1``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ class NormClip(WrappingStrategy):
         Passed to :class:`~strategies.base.RobustStrategy`.
     """
 
-    def __init__(self, inner: RobustStrategy, *, max_norm: float, **kwargs: object) -> None:
+    def __init__(self, inner: RobustStrategy, *, max_norm: float, **kwargs: Any) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)):
             raise ValueError(f"max_norm must be a number, got {max_norm!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -110,7 +111,7 @@ class RobustLR(WrappingStrategy):
         the paper's ``eta``.
     """
 
-    def __init__(self, inner: RobustStrategy, *, theta: float = 4, **kwargs: object) -> None:
+    def __init__(self, inner: RobustStrategy, *, theta: float = 4, **kwargs: Any) -> None:
         super().__init__(inner, **kwargs)
         if isinstance(theta, bool) or not isinstance(theta, (int, float)):
             raise ValueError(f"theta must be a number, got {theta!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -61,7 +63,7 @@ def largest_meanshift_cluster(features: np.ndarray) -> list[int]:
     found = labels.labels_[labels.labels_ >= 0]
     if found.size == 0:
         return list(range(n))
-    return np.flatnonzero(labels.labels_ == np.bincount(found).argmax()).tolist()
+    return [int(i) for i in np.flatnonzero(labels.labels_ == np.bincount(found).argmax())]
 
 
 def signguard(
@@ -153,9 +155,9 @@ class SignGuard(RobustStrategy):
         lower: float = 0.1,
         upper: float = 3.0,
         coordinate_fraction: float = 0.1,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.lower = check_number("lower", lower, 0.0, 1.0)
         self.upper = check_number("upper", upper, 1.0)
         self.coordinate_fraction = check_number("coordinate_fraction", coordinate_fraction, 0, 1)

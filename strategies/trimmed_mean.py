@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -121,9 +122,9 @@ class TrimmedMean(ByzantineBound, RobustStrategy):
         b: int | None = None,
         beta: float | None = None,
         on_too_few: str = "raise",
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         if b is None and beta is None:
             beta = DEFAULT_BETA
         trim_count(1, b, beta)
