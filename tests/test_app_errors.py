@@ -47,7 +47,7 @@ def _context(run_config: dict) -> Context:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"strategy.name": "nope"}, "strategy.name: unknown name 'nope'; allowed: bulyan, "),
+        ({"strategy.name": "nope"}, "strategy.name: unknown name 'nope'; allowed: auror, bulyan, "),
         ({"data.partition.kind": "zipf"}, "data.partition.kind: got 'zipf', allowed: 'iid'"),
         ({"rounds": "ten"}, "rounds: "),
     ],
