@@ -74,13 +74,13 @@ from strategies.dp_noise import gaussian_noise
 from strategies.flame import flame
 from strategies.fltrust import fltrust
 from strategies.foolsgold import foolsgold_weights, weighted_mean
-from strategies.geometric_median import geometric_median
 from strategies.krum import krum
 from strategies.median import coordinate_median
 from strategies.nnm import nearest_neighbour_mixing
 from strategies.noisy_median import noisy_median
-from strategies.norm_bounding import clip_norms
+from strategies.norm_clip import clip_norms
 from strategies.oracle import oracle_mean
+from strategies.rfa import geometric_median
 from strategies.rlr import robust_lr
 from strategies.trimmed_mean import trimmed_mean
 

@@ -12,12 +12,12 @@ from flwr.common import Scalar
 from torch import nn
 
 from clients.honest import HonestClient
-from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
 from flsec_flower.config import ExperimentConfig, TrainingConfig, attacker_training
 from flsec_flower.experiment import ClientEnv, attack_round, malicious_ids
 from flsec_flower.training import BatchTransform
+from flsec_flower.wire import ATTACK_ACTIVE, MALICIOUS
 
-ACTIVE_TAG = ATTACK_ACTIVE_METRIC
+ACTIVE_TAG = ATTACK_ACTIVE
 """Fit-metrics key: ``True`` when the attacker acted this round (the adversary hook reads it)."""
 
 
@@ -87,7 +87,7 @@ class AttackClient(HonestClient):
 
     def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
         """Tag the reply as coming from an attacker, active or not this round."""
-        return {"malicious": True, ACTIVE_TAG: self.active(server_round)}
+        return {MALICIOUS: True, ACTIVE_TAG: self.active(server_round)}
 
     @classmethod
     def attack_params(cls, cfg: ExperimentConfig) -> dict[str, Any]:

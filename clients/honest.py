@@ -12,8 +12,9 @@ from flwr.common import Config, NDArrays, Scalar
 from torch import nn
 
 from clients.schedule import RoundClock
+from flsec_flower import wire
 from flsec_flower.aggregation import Adversary
-from flsec_flower.client_state import CHECKPOINT_DIR_KEY, ClientState
+from flsec_flower.client_state import ClientState
 from flsec_flower.config import ExperimentConfig, TrainingConfig
 from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
@@ -32,7 +33,7 @@ from flsec_flower.training import (
 MOMENTUM_STATE = "momentum"
 """Name of the worker-momentum buffers in the client's :class:`ClientState`."""
 
-DIVERSEFL_SAMPLE = "diversefl_sample"
+DIVERSEFL_SAMPLE = wire.DIVERSEFL_SAMPLE
 """``get_properties`` query of DiverseFL's shared sample (see ``strategies.diversefl``)."""
 
 
@@ -190,9 +191,11 @@ class HonestClient(NumPyClient):
         ``{"diversefl_sample": bytes}``: an ``.npz`` file (arrays ``x``,
         ``y``) of a seeded ``config["fraction"]`` of the training partition.
         """
-        if config.get("query") == DIVERSEFL_SAMPLE:
-            return {DIVERSEFL_SAMPLE: self.shared_sample(float(config.get("fraction", 0.03)))}
-        return {"partition_id": self.partition_id}
+        if config.get(wire.QUERY) == DIVERSEFL_SAMPLE:
+            return {
+                DIVERSEFL_SAMPLE: self.shared_sample(float(config.get(wire.SAMPLE_FRACTION, 0.03)))
+            }
+        return {wire.PARTITION_ID: self.partition_id}
 
     def shared_sample(self, fraction: float) -> bytes:
         """A seeded sample (at least one example) of the partition as ``.npz`` bytes."""
@@ -220,7 +223,7 @@ class HonestClient(NumPyClient):
         (:class:`~clients.schedule.RoundClock`).
         """
         server_round = self.clock.tick(config)
-        checkpoint_dir = config.get(CHECKPOINT_DIR_KEY)
+        checkpoint_dir = config.get(wire.CHECKPOINT_DIR)
         self.checkpoint_dir = None if checkpoint_dir is None else str(checkpoint_dir)
         set_weights(self.model, parameters)
         x, y = self.training_data(server_round)
@@ -228,7 +231,7 @@ class HonestClient(NumPyClient):
         weights = self.encode(
             parameters, self.craft(parameters, get_weights(self.model), server_round), server_round
         )
-        metrics: dict[str, Scalar] = {"partition_id": self.partition_id, "train_loss": loss}
+        metrics: dict[str, Scalar] = {wire.PARTITION_ID: self.partition_id, wire.TRAIN_LOSS: loss}
         metrics.update(self.fit_metrics(server_round))
         return weights, int(x.shape[0]), metrics
 

@@ -22,6 +22,7 @@ from flsec_flower.config import TrainingConfig
 from flsec_flower.experiment import ClientEnv, client_seed
 from flsec_flower.seeds import BatchStream
 from flsec_flower.training import for_round, train_local
+from flsec_flower.wire import MODEL_REPLACEMENT_GAMMA
 
 MODES = ("replace", "train_and_scale", "constrain_and_scale")
 """How the boost is chosen and whether training is constrained."""
@@ -359,7 +360,7 @@ class ModelReplacement(PoisonedTraining):
         """The attack tags, and the boost ``gamma`` while active."""
         metrics = super().fit_metrics(server_round)
         if self.last_gamma is not None:
-            metrics["gamma"] = self.last_gamma
+            metrics[MODEL_REPLACEMENT_GAMMA] = self.last_gamma
         return metrics
 
 

@@ -14,7 +14,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-ROUND_KEYS = ("server_round", "server-round")
+from flsec_flower.wire import MESSAGE_SERVER_ROUND, SERVER_ROUND
+
+ROUND_KEYS = (SERVER_ROUND, MESSAGE_SERVER_ROUND)
 """Config keys that carry the round: ours (legacy API) and Flower's Message-API strategies'."""
 
 

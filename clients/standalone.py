@@ -25,6 +25,7 @@ from flsec_flower.config import TrainingConfig
 from flsec_flower.models import get_weights, set_weights
 from flsec_flower.seeds import numpy_rng, round_generator
 from flsec_flower.training import train_local
+from flsec_flower.wire import TRAIN_LOSS
 
 
 class StandaloneAttackClient(NumPyClient):
@@ -150,5 +151,5 @@ class StandaloneAttackClient(NumPyClient):
                 )
             rng = numpy_rng(self.seed, server_round)
             trained = self.update_attack.forge(parameters, trained, rng)
-        metrics: dict[str, Scalar] = {"train_loss": float(loss), ACTIVE_TAG: active}
+        metrics: dict[str, Scalar] = {TRAIN_LOSS: float(loss), ACTIVE_TAG: active}
         return trained, len(y), metrics

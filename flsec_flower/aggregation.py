@@ -15,7 +15,9 @@ from typing import Protocol
 
 import torch
 
-ATTACK_ACTIVE_METRIC = "attack_active"
+from flsec_flower.wire import ATTACK_ACTIVE
+
+ATTACK_ACTIVE_METRIC = ATTACK_ACTIVE
 """Fit-metrics key an attacking client sets to ``True`` in the rounds it attacks."""
 
 

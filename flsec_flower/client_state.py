@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-CHECKPOINT_DIR_KEY = "checkpoint_dir"
+from flsec_flower.wire import CHECKPOINT_DIR
+
+CHECKPOINT_DIR_KEY = CHECKPOINT_DIR
 """Fit-config key of the run's checkpoint folder (set by the runner)."""
 
 _ROUND_FILE = re.compile(r"round_(\d+)\.pt")

@@ -22,15 +22,15 @@ from strategies.flame import Flame
 from strategies.fldetector import FLDetector
 from strategies.fltrust import FLTrust
 from strategies.foolsgold import FoolsGold
-from strategies.geometric_median import GeometricMedian
 from strategies.krum import Krum, MultiKrum
 from strategies.lasa import LASA
 from strategies.median import CoordinateMedian
 from strategies.message import MessageStrategy
 from strategies.nnm import NNM
 from strategies.noisy_median import NoisyMedian
-from strategies.norm_bounding import NormClip
+from strategies.norm_clip import NormClip
 from strategies.oracle import OracleSGD
+from strategies.rfa import GeometricMedian
 from strategies.rlr import RobustLR
 from strategies.signguard import SignGuard
 from strategies.trimmed_mean import TrimmedMean

@@ -70,7 +70,6 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from flsec_flower.aggregation import (
-    ATTACK_ACTIVE_METRIC,
     Adversary,
     Aggregate,
     LocalTrainer,
@@ -78,6 +77,7 @@ from flsec_flower.aggregation import (
 )
 from flsec_flower.params import ParamLayout, resolve_device
 from flsec_flower.seeds import numpy_rng, round_generator
+from flsec_flower.wire import ATTACK_ACTIVE, PARTITION_ID, QUERY
 from strategies._too_few import TooFewClientsError as RuleTooFewError
 
 logger = logging.getLogger("flsec")
@@ -85,7 +85,8 @@ logger = logging.getLogger("flsec")
 RoundListener = Callable[[int, dict[str, Any]], None]
 """``listener(server_round, record)``: receives evaluation metrics and diagnostics."""
 
-PARTITION_ID_QUERY = "partition_id"
+PARTITION_ID_QUERY = PARTITION_ID
+"""``get_properties`` query (and reply key) of a client's partition."""
 
 MAX_NUM_EXAMPLES = 10**9
 """Largest credible ``num_examples`` of one reply (a billion examples on one client).
@@ -214,7 +215,7 @@ def decode_arrays(
 
 def _active(res: FitRes) -> bool:
     """Whether the reply is tagged as an active attacker's (``attack_active`` is true)."""
-    return isinstance(res.metrics, Mapping) and res.metrics.get(ATTACK_ACTIVE_METRIC) is True
+    return isinstance(res.metrics, Mapping) and res.metrics.get(ATTACK_ACTIVE) is True
 
 
 @dataclass
@@ -527,7 +528,7 @@ class RobustStrategy(FedAvg):
     def _partition_of(self, proxy: ClientProxy) -> int:
         if proxy.cid not in self._proxy_partition:
             res = proxy.get_properties(
-                GetPropertiesIns({**self.properties_config, "query": PARTITION_ID_QUERY}),
+                GetPropertiesIns({**self.properties_config, QUERY: PARTITION_ID_QUERY}),
                 timeout=None,
                 group_id=0,
             )

@@ -33,12 +33,13 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from flsec_flower.aggregation import Aggregate, RoundContext
+from flsec_flower.wire import DIVERSEFL_SAMPLE, QUERY, SAMPLE_FRACTION
 from strategies._linalg import row_norms
 from strategies.base import RobustStrategy
 
 logger = logging.getLogger("flsec")
 
-SAMPLE_QUERY = "diversefl_sample"
+SAMPLE_QUERY = DIVERSEFL_SAMPLE
 """``get_properties`` query (and reply key) of the shared sample."""
 
 _BLOCK_ELEMENTS = 1 << 24
@@ -206,7 +207,7 @@ class DiverseFL(RobustStrategy):
 
     def _fetch_sample(self, proxy: ClientProxy, pid: int, server_round: int) -> None:
         ins = GetPropertiesIns(
-            {**self.properties_config, "query": SAMPLE_QUERY, "fraction": self.fraction}
+            {**self.properties_config, QUERY: SAMPLE_QUERY, SAMPLE_FRACTION: self.fraction}
         )
         try:
             res = proxy.get_properties(ins, timeout=None, group_id=server_round)

@@ -2,10 +2,10 @@
 
 Bagdasaryan et al. ("How To Backdoor Federated Learning", AISTATS 2020)
 evaluate norm bounding plus Gaussian noise on the aggregate as a defence;
-combine :class:`~strategies.norm_bounding.NormClip` and :class:`DPNoise`
+combine :class:`~strategies.norm_clip.NormClip` and :class:`DPNoise`
 (``wrappers: [{name: norm_clip, ...}, {name: dp_noise, ...}]``). Flower's
 ``DifferentialPrivacyServerSideFixedClipping`` is not reused; the reasons are
-in :mod:`strategies.norm_bounding`.
+in :mod:`strategies.norm_clip`.
 
 The noise is added to the aggregate, before the server learning rate: the
 model moves by ``x <- x + server_lr * (agg(U) + N(0, sigma^2 I))``, as in

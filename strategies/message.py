@@ -44,8 +44,8 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from flsec_flower.aggregation import ATTACK_ACTIVE_METRIC
 from flsec_flower.seeds import numpy_rng
+from flsec_flower.wire import ARRAYS, ATTACK_ACTIVE, CONFIG, MESSAGE_SERVER_ROUND, NUM_EXAMPLES
 from strategies.base import (
     RegistrationTimeoutError,
     Reply,
@@ -108,9 +108,9 @@ class MessageStrategy(FedAvg):
         min_available_nodes: int = 2,
         registration_timeout: float | None = None,
         partition_id_key: str | None = None,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
+        weighted_by_key: str = NUM_EXAMPLES,
+        arrayrecord_key: str = ARRAYS,
+        configrecord_key: str = CONFIG,
         evaluate_metrics_aggr_fn: Callable[..., Any] | None = None,
     ) -> None:
         if not isinstance(rule, RobustStrategy):
@@ -178,7 +178,7 @@ class MessageStrategy(FedAvg):
         if self.fraction_train == 0.0:
             return []
         nodes = self._sample(grid, self.fraction_train, self.min_train_nodes, server_round)
-        config["server-round"] = server_round
+        config[MESSAGE_SERVER_ROUND] = server_round
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(content, nodes, MessageType.TRAIN)
 
@@ -189,7 +189,7 @@ class MessageStrategy(FedAvg):
         if self.fraction_evaluate == 0.0:
             return []
         nodes = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round)
-        config["server-round"] = server_round
+        config[MESSAGE_SERVER_ROUND] = server_round
         content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(content, nodes, MessageType.EVALUATE)
 
@@ -261,7 +261,7 @@ class MessageStrategy(FedAvg):
             num_examples=metrics.get(self.weighted_by_key),
             load=array_records[0].to_numpy_ndarrays if len(array_records) == 1 else list,
             metrics=metrics,
-            active=metrics.get(ATTACK_ACTIVE_METRIC) == 1,
+            active=metrics.get(ATTACK_ACTIVE) == 1,
             problem=problem,
             count_key=self.weighted_by_key,
         )

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy.aggregate import aggregate_bulyan, aggregate_krum
 
 from strategies import Bulyan
@@ -107,25 +107,22 @@ def test_chunking_does_not_change_the_result():
 
 
 # ---------------------------------------------------------------- strategy
-def fit_res(vector, pid):
-    arrays = [vector[:6].reshape(2, 3), vector[6:]]
-    return None, FitRes(
-        Status(Code.OK, ""), ndarrays_to_parameters(arrays), 5, {"partition_id": pid}
-    )
+def split(vector):
+    return [vector[:6].reshape(2, 3), vector[6:]]
 
 
-def make(**kwargs):
+@pytest.fixture
+def make(initialised_strategy):
+    """``make(**kwargs)``: Bulyan from a zero model of two layers (2x3 and 4)."""
     init = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
-    strategy = Bulyan(initial_parameters=ndarrays_to_parameters(init), device="cpu", **kwargs)
-    strategy.initialize_parameters(None)
-    return strategy
+    return lambda **kwargs: initialised_strategy(Bulyan, init, **kwargs)
 
 
-def test_strategy_aggregates_like_the_function():
+def test_strategy_aggregates_like_the_function(fit_res, make):
     rng = np.random.default_rng(7)
     updates = rng.normal(size=(11, 10)).astype(np.float32)
     updates[3] = 1e6
-    results = [fit_res(updates[i], 20 + i) for i in rng.permutation(11)]
+    results = [fit_res(split(updates[i]), 20 + i, 5) for i in rng.permutation(11)]
     strategy = make(f=2)
     params, _ = strategy.aggregate_fit(1, results, [])
     expected = bulyan(torch.from_numpy(updates), f=2)
@@ -136,10 +133,10 @@ def test_strategy_aggregates_like_the_function():
     assert 23 not in strategy.diagnostics[1].selected
 
 
-def test_strategy_falls_back_with_a_warning(caplog):
+def test_strategy_falls_back_with_a_warning(caplog, fit_res, make):
     rng = np.random.default_rng(8)
     updates = rng.normal(size=(9, 10)).astype(np.float32)
-    results = [fit_res(updates[i], i) for i in range(9)]
+    results = [fit_res(split(updates[i]), i, 5) for i in range(9)]
     with pytest.raises(TooFewClientsError, match="Bulyan needs n >= 4f"):
         make(f=3).aggregate_fit(1, results, [])
     with caplog.at_level(logging.WARNING, logger="flsec"):

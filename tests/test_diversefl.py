@@ -6,7 +6,6 @@ import pytest
 import torch
 from flwr.common import (
     Code,
-    FitRes,
     GetPropertiesRes,
     Status,
     ndarrays_to_parameters,
@@ -91,17 +90,16 @@ class LabelTrainer:
 label_trainer = LabelTrainer()
 
 
-def fit_res(vec, pid):
-    params = ndarrays_to_parameters([np.asarray(vec, np.float32)])
-    return None, FitRes(Status(Code.OK, ""), params, 10, {"partition_id": pid})
+@pytest.fixture
+def make_strategy(initialised_strategy):
+    """``make_strategy(**kwargs)``: DiverseFL from a zero model of 4 weights, toy trainer."""
 
+    def build(**kw):
+        strategy = initialised_strategy(DiverseFL, [np.zeros(4, np.float32)], **kw)
+        strategy.local_trainer = label_trainer
+        return strategy
 
-def make_strategy(**kw):
-    init = [np.zeros(4, np.float32)]
-    strategy = DiverseFL(device="cpu", initial_parameters=ndarrays_to_parameters(init), **kw)
-    strategy.initialize_parameters(None)
-    strategy.local_trainer = label_trainer
-    return strategy
+    return build
 
 
 def ctx_for(n, pids=None, malicious=frozenset(), trainer=None):
@@ -185,7 +183,7 @@ def test_honest_client_shares_a_seeded_sample():
         assert len(rows) >= 1 and yi in env.y[rows]
 
 
-def test_configure_fit_collects_samples_once_by_partition_id():
+def test_configure_fit_collects_samples_once_by_partition_id(make_strategy):
     cfg = ExperimentConfig(data=DataConfig(dataset="digits", num_clients=3))
     proxies = [FakeProxy(f"node-{9 - p}", HonestClient(client_env(cfg, p))) for p in range(3)]
     manager = SimpleClientManager()
@@ -204,7 +202,7 @@ def test_configure_fit_collects_samples_once_by_partition_id():
 
 
 # ------------------------------------------------------------ the strategy
-def test_aggregate_fit_flags_by_partition_id():
+def test_aggregate_fit_flags_by_partition_id(fit_res, make_strategy):
     strategy = make_strategy()
     balanced = npz(np.zeros((4, 1), np.float32), np.array([0, 1, 2, 3]))
     for pid in (10, 11, 12, 13):
@@ -224,7 +222,7 @@ def test_aggregate_fit_flags_by_partition_id():
     np.testing.assert_allclose(parameters_to_ndarrays(params)[0], [0.25, 0.25, 0.275, 0.225])
 
 
-def test_guide_takes_the_clients_number_of_steps():
+def test_guide_takes_the_clients_number_of_steps(fit_res, make_strategy):
     trainer = LabelTrainer()
     strategy = make_strategy(fraction=0.05)
     strategy.local_trainer = trainer
@@ -234,7 +232,7 @@ def test_guide_takes_the_clients_number_of_steps():
     assert trainer.steps_seen == [trainer.steps_for(80)]
 
 
-def test_all_flagged_round_returns_the_unchanged_model(caplog):
+def test_all_flagged_round_returns_the_unchanged_model(caplog, fit_res, make_strategy):
     strategy = make_strategy()
     with caplog.at_level(logging.WARNING, logger="flsec"):
         params, _ = strategy.aggregate_fit(1, [fit_res([1.0, 0, 0, 0], 3)], [])
@@ -243,7 +241,7 @@ def test_all_flagged_round_returns_the_unchanged_model(caplog):
     assert "no shared sample" in caplog.text and "accepted no update" in caplog.text
 
 
-def test_bad_or_failing_samples_are_flagged_not_fatal():
+def test_bad_or_failing_samples_are_flagged_not_fatal(fit_res, make_strategy):
     strategy = make_strategy()
     proxies = [
         FakeProxy("a", StubClient(0, b"garbage")),
@@ -261,7 +259,7 @@ def test_bad_or_failing_samples_are_flagged_not_fatal():
     np.testing.assert_array_equal(parameters_to_ndarrays(params)[0], np.zeros(4))
 
 
-def test_needs_a_local_trainer():
+def test_needs_a_local_trainer(make_strategy):
     strategy = make_strategy()
     with pytest.raises(RuntimeError, match="local_trainer"):
         strategy.aggregate_updates(torch.ones(1, 4), ctx_for(1))
@@ -290,11 +288,8 @@ def test_oracle_averages_only_the_truly_honest():
     assert torch.equal(none.update, torch.zeros(1)) and none.selected == []
 
 
-def test_oracle_through_aggregate_fit():
-    strategy = OracleSGD(
-        device="cpu", initial_parameters=ndarrays_to_parameters([np.zeros(1, np.float32)])
-    )
-    strategy.initialize_parameters(None)
+def test_oracle_through_aggregate_fit(fit_res, initialised_strategy):
+    strategy = initialised_strategy(OracleSGD, [np.zeros(1, np.float32)])
     strategy.malicious_partition_ids = frozenset({2})
     results = [fit_res([1.0], 0), fit_res([2.0], 1), fit_res([1e30], 2)]
     params, _ = strategy.aggregate_fit(1, results, [])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from sklearn.metrics.pairwise import cosine_distances, cosine_similarity
 
 from flsec_flower.aggregation import RoundContext
@@ -24,28 +24,21 @@ def ctx_for(n, seed=0, global_params=None, trainer=None, pids=None):
     )
 
 
-def fit_results(rows, pids=None):
-    pids = list(range(len(rows))) if pids is None else pids
-    return [
-        (
-            None,
-            FitRes(
-                Status(Code.OK, ""),
-                ndarrays_to_parameters([np.asarray(r, np.float32)]),
-                10,
-                {"partition_id": pid},
-            ),
-        )
-        for r, pid in zip(rows, pids, strict=True)
-    ]
+@pytest.fixture
+def fit_results(fit_res):
+    """``fit_results(rows, pids=None)``: one reply per flat row, partition ids 0.. by default."""
+
+    def build(rows, pids=None):
+        pids = list(range(len(rows))) if pids is None else pids
+        return [fit_res(r, pid) for r, pid in zip(rows, pids, strict=True)]
+
+    return build
 
 
-def built(strategy_cls, d, **kw):
-    strategy = strategy_cls(
-        device="cpu", initial_parameters=ndarrays_to_parameters([np.zeros(d, np.float32)]), **kw
-    )
-    strategy.initialize_parameters(None)
-    return strategy
+@pytest.fixture
+def built(initialised_strategy):
+    """``built(strategy_cls, d, **kwargs)``: the strategy from a zero model of ``d`` weights."""
+    return lambda cls, d, **kw: initialised_strategy(cls, [np.zeros(d, np.float32)], **kw)
 
 
 # ------------------------------------------------------------------ FLTrust
@@ -80,7 +73,7 @@ def test_fltrust_huge_rows_are_rescaled_and_no_trust_keeps_the_model():
     assert torch.equal(none.update, torch.zeros(2)) and none.flagged == [0, 1]
 
 
-def test_fltrust_strategy_uses_the_root_data_and_the_trainer():
+def test_fltrust_strategy_uses_the_root_data_and_the_trainer(fit_results, built):
     strategy = built(FLTrust, 2)
     seen = []
 
@@ -159,7 +152,7 @@ def test_flame_huge_attackers_stay_out_and_output_is_finite():
     assert {5, 6} <= set(agg.flagged) and len(agg.selected) >= 7 // 2 + 1
 
 
-def test_flame_through_aggregate_fit_and_registry():
+def test_flame_through_aggregate_fit_and_registry(fit_results):
     strategy = build_strategy(
         StrategyConfig(name="flame", params={"noise_lambda": 0.0}),
         device="cpu",
@@ -223,7 +216,7 @@ def test_weighted_mean_and_all_zero_weights():
     assert torch.equal(zero.update, torch.zeros(2)) and zero.flagged == [0, 1, 2]
 
 
-def test_foolsgold_keeps_histories_across_rounds_by_partition_id():
+def test_foolsgold_keeps_histories_across_rounds_by_partition_id(fit_results, built):
     strategy = built(FoolsGold, 3)
     pids = [0, 1, 7, 8]
     sybil = [1.0, 1.0, 0.0]

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy.aggregate import aggregate_krum
 
 from strategies import Krum, MultiKrum
@@ -144,24 +144,11 @@ def test_chunking_does_not_change_the_result():
 SHAPES = [(2, 3), (4,)]
 
 
-def fit_res(arrays, pid, num_examples=10):
-    res = FitRes(
-        Status(Code.OK, ""), ndarrays_to_parameters(arrays), num_examples, {"partition_id": pid}
-    )
-    return None, res
-
-
-def make(cls, init, **kwargs):
-    strategy = cls(initial_parameters=ndarrays_to_parameters(init), device="cpu", **kwargs)
-    strategy.initialize_parameters(None)
-    return strategy
-
-
 def split(vector):
     return [vector[:6].reshape(2, 3), vector[6:]]
 
 
-def test_krum_strategy_moves_to_the_chosen_client():
+def test_krum_strategy_moves_to_the_chosen_client(fit_res, initialised_strategy):
     rng = np.random.default_rng(8)
     init = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
     g = flat(init)
@@ -169,7 +156,7 @@ def test_krum_strategy_moves_to_the_chosen_client():
     updates[[1, 4]] = 50.0  # two attackers far away
     pids = [12, 3, 40, 7, 25, 9, 31]  # row i belongs to partition pids[i]
     results = [fit_res(split(g + updates[i]), pids[i]) for i in rng.permutation(7)]
-    strategy = make(Krum, init, f=2)
+    strategy = initialised_strategy(Krum, init, f=2)
     params, metrics = strategy.aggregate_fit(1, results, [])
     order = np.argsort(pids)  # the base sorts rows by partition id
     expected = krum(torch.from_numpy(updates[order]), f=2)
@@ -181,39 +168,43 @@ def test_krum_strategy_moves_to_the_chosen_client():
     assert metrics["num_results"] == 7
 
 
-def test_multi_krum_strategy_selects_the_honest_clients():
+def test_multi_krum_strategy_selects_the_honest_clients(fit_res, initialised_strategy):
     rng = np.random.default_rng(9)
     init = [np.zeros(s, np.float32) for s in SHAPES]
     updates = rng.normal(size=(8, 10)).astype(np.float32)
     updates[[0, 5]] = -40.0
     results = [fit_res(split(updates[i]), 100 + i) for i in range(8)]
-    strategy = make(MultiKrum, init, f=2)
+    strategy = initialised_strategy(MultiKrum, init, f=2)
     params, _ = strategy.aggregate_fit(1, results, [])
     assert sorted(strategy.diagnostics[1].selected) == [101, 102, 103, 104, 106, 107]
     expected = updates[[1, 2, 3, 4, 6, 7]].mean(0)
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_multi_krum_strategy_weighted_like_flower():
+def test_multi_krum_strategy_weighted_like_flower(fit_res, initialised_strategy):
     rng = np.random.default_rng(10)
     init = [np.zeros(s, np.float32) for s in SHAPES]
     updates = rng.normal(size=(9, 10)).astype(np.float32)
     counts = rng.integers(1, 50, 9)
     results = [fit_res(split(updates[i]), i, int(counts[i])) for i in range(9)]
-    params, _ = make(MultiKrum, init, f=2, m=5, weighted=True).aggregate_fit(1, results, [])
+    params, _ = initialised_strategy(MultiKrum, init, f=2, m=5, weighted=True).aggregate_fit(
+        1, results, []
+    )
     flower_in = [(split(updates[i]), int(counts[i])) for i in range(9)]
     theirs = flat(aggregate_krum(flower_in, num_malicious=2, to_keep=5))
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_too_few_updates_fall_back_with_a_warning(caplog):
+def test_too_few_updates_fall_back_with_a_warning(caplog, fit_res, initialised_strategy):
     rng = np.random.default_rng(11)
     init = [np.zeros(s, np.float32) for s in SHAPES]
     updates = rng.normal(size=(5, 10)).astype(np.float32)
     results = [fit_res(split(updates[i]), i) for i in range(5)]
     with pytest.raises(TooFewClientsError, match=r"Krum needs n > 2f \+ 2 but n=5, f=3"):
-        make(Krum, init, f=3).aggregate_fit(1, results, [])
-    strategy = make(Krum, init, f=3, on_too_few="reduce_f")  # needs n > 8; 5 allow f=1
+        initialised_strategy(Krum, init, f=3).aggregate_fit(1, results, [])
+    strategy = initialised_strategy(
+        Krum, init, f=3, on_too_few="reduce_f"
+    )  # needs n > 8; 5 allow f=1
     with caplog.at_level(logging.WARNING, logger="flsec"):
         params, metrics = strategy.aggregate_fit(1, results, [])
     assert "n=5, f=3; on_too_few='reduce_f': using f=1" in caplog.text
@@ -221,12 +212,12 @@ def test_too_few_updates_fall_back_with_a_warning(caplog):
     expected = krum(torch.from_numpy(updates), f=1)
     assert strategy.diagnostics[1].selected == expected.selected
     assert params is not None
-    two = make(Krum, init, f=1, on_too_few="reduce_f")
+    two = initialised_strategy(Krum, init, f=1, on_too_few="reduce_f")
     with caplog.at_level(logging.WARNING, logger="flsec"):
         params, metrics = two.aggregate_fit(1, results[:2], [])
     assert "no bound (fallback)" in caplog.text and metrics["f_used"] == 0
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), updates[:2].mean(0), rtol=1e-6)
-    _, metrics = make(MultiKrum, init, f=1).aggregate_fit(1, results, [])
+    _, metrics = initialised_strategy(MultiKrum, init, f=1).aggregate_fit(1, results, [])
     assert metrics["f_used"] == 1
 
 

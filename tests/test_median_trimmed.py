@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedMedian, FedTrimmedAvg
 from flwr.server.strategy.aggregate import aggregate_median, aggregate_trimmed_avg
 
@@ -103,55 +103,50 @@ def test_input_is_not_modified():
 
 
 # ---------------------------------------------------------------- strategies
-def fit_res(arrays, pid, num_examples):
-    res = FitRes(
-        Status(Code.OK, ""), ndarrays_to_parameters(arrays), num_examples, {"partition_id": pid}
-    )
-    return None, res
+@pytest.fixture
+def random_round(fit_res):
+    """``random_round(seed, n=9)``: a global model and n replies of random weight."""
+
+    def build(seed, n=9):
+        rng = np.random.default_rng(seed)
+        init = [rng.normal(size=(2, 5)).astype(np.float32), rng.normal(size=4).astype(np.float32)]
+        models = [[a + rng.normal(size=a.shape).astype(np.float32) for a in init] for _ in range(n)]
+        results = [fit_res(m, 50 - i, int(rng.integers(1, 99))) for i, m in enumerate(models)]
+        return init, results
+
+    return build
 
 
-def random_round(seed, n=9):
-    rng = np.random.default_rng(seed)
-    init = [rng.normal(size=(2, 5)).astype(np.float32), rng.normal(size=4).astype(np.float32)]
-    models = [[a + rng.normal(size=a.shape).astype(np.float32) for a in init] for _ in range(n)]
-    results = [fit_res(m, 50 - i, int(rng.integers(1, 99))) for i, m in enumerate(models)]
-    return init, results
-
-
-def make(cls, init, **kwargs):
-    strategy = cls(initial_parameters=ndarrays_to_parameters(init), device="cpu", **kwargs)
-    strategy.initialize_parameters(None)
-    return strategy
-
-
-def test_median_strategy_equals_flower_fedmedian():
+def test_median_strategy_equals_flower_fedmedian(random_round, initialised_strategy):
     init, results = random_round(7)
-    ours, _ = make(CoordinateMedian, init).aggregate_fit(1, results, [])
+    ours, _ = initialised_strategy(CoordinateMedian, init).aggregate_fit(1, results, [])
     theirs, _ = FedMedian().aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(ours), parameters_to_ndarrays(theirs), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.2, 0.34])
-def test_trimmed_mean_strategy_equals_flower_fedtrimmedavg(beta):
+def test_trimmed_mean_strategy_equals_flower_fedtrimmedavg(
+    beta, random_round, initialised_strategy
+):
     init, results = random_round(8)
-    ours, _ = make(TrimmedMean, init, beta=beta).aggregate_fit(1, results, [])
+    ours, _ = initialised_strategy(TrimmedMean, init, beta=beta).aggregate_fit(1, results, [])
     theirs, _ = FedTrimmedAvg(beta=beta).aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(ours), parameters_to_ndarrays(theirs), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_trimmed_mean_strategy_defaults_and_fallback(caplog):
+def test_trimmed_mean_strategy_defaults_and_fallback(caplog, random_round, initialised_strategy):
     assert TrimmedMean().beta == 0.1
     init, results = random_round(9, n=4)
     with pytest.raises(TooFewClientsError, match="TrimmedMean needs n > 2b but n=4, b=3"):
-        make(TrimmedMean, init, b=3).aggregate_fit(1, results, [])
-    strategy = make(TrimmedMean, init, b=3, on_too_few="reduce_f")
+        initialised_strategy(TrimmedMean, init, b=3).aggregate_fit(1, results, [])
+    strategy = initialised_strategy(TrimmedMean, init, b=3, on_too_few="reduce_f")
     with caplog.at_level(logging.WARNING, logger="flsec"):
         params, metrics = strategy.aggregate_fit(1, results, [])
     assert "n=4, b=3; on_too_few='reduce_f': using b=1" in caplog.text
     assert metrics["f_used"] == 1
-    median, _ = make(CoordinateMedian, init).aggregate_fit(1, results, [])
+    median, _ = initialised_strategy(CoordinateMedian, init).aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(params), parameters_to_ndarrays(median), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 

@@ -10,7 +10,7 @@ from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
 from strategies import DPNoise, FedAvg, NormClip
 from strategies._linalg import row_norms
 from strategies.dp_noise import gaussian_noise
-from strategies.norm_bounding import clip_norms
+from strategies.norm_clip import clip_norms
 
 
 def ctx_for(n, seed=0):

@@ -10,7 +10,7 @@ from flsec_flower.aggregation import RoundContext
 from flsec_flower.app.registry import build_strategy
 from flsec_flower.config import ConfigError, StrategyConfig, WrapperConfig
 from strategies import FedAvg, NormClip, RobustLR
-from strategies.norm_bounding import clip_norms
+from strategies.norm_clip import clip_norms
 from strategies.rlr import robust_lr, sign_agreement_mask
 
 U3 = torch.tensor(

@@ -27,10 +27,10 @@ from strategies import (
 )
 from strategies.bulyan import bulyan
 from strategies.centered_clipping import centered_clipping
-from strategies.geometric_median import geometric_median
 from strategies.krum import krum
 from strategies.median import coordinate_median
 from strategies.noisy_median import noisy_median
+from strategies.rfa import geometric_median
 from strategies.trimmed_mean import trimmed_mean
 
 # rule(updates, f) -> aggregate update; every rule tolerates f Byzantine rows when n >= 4f + 3

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedAvg as FlowerFedAvg
 
 from strategies import FedAvg
@@ -15,24 +15,21 @@ def arrays(rng, scale=1.0):
     return [rng.normal(size=s).astype(np.float32) * scale for s in SHAPES]
 
 
-def fit_res(params, n, pid):
-    return (
-        None,
-        FitRes(Status(Code.OK, ""), ndarrays_to_parameters(params), n, {"partition_id": pid}),
-    )
+@pytest.fixture
+def make(initialised_strategy):
+    """``make(init=None, **kwargs)``: our FedAvg, from zeros unless ``init`` is given."""
+
+    def build(init=None, **kwargs):
+        init = init or [np.zeros(s, np.float32) for s in SHAPES]
+        return initialised_strategy(FedAvg, init, **kwargs)
+
+    return build
 
 
-def make(strategy_cls=FedAvg, init=None, **kw):
-    init = init or [np.zeros(s, np.float32) for s in SHAPES]
-    strategy = strategy_cls(initial_parameters=ndarrays_to_parameters(init), **kw)
-    strategy.initialize_parameters(None)
-    return strategy
-
-
-def test_fedavg_equals_flower_fedavg():
+def test_fedavg_equals_flower_fedavg(fit_res, make):
     rng = np.random.default_rng(0)
     init = arrays(rng)
-    results = [fit_res(arrays(rng), int(n), i) for i, n in enumerate(rng.integers(1, 100, 6))]
+    results = [fit_res(arrays(rng), i, int(n)) for i, n in enumerate(rng.integers(1, 100, 6))]
     ours, _ = make(init=init, device="cpu").aggregate_fit(1, results, [])
     theirs, _ = FlowerFedAvg().aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(ours), parameters_to_ndarrays(theirs), strict=True):
@@ -45,9 +42,9 @@ def test_mean_weighted_by_hand():
     assert torch.allclose(mean(u).update, torch.tensor([1.0, 3.0]))
 
 
-def test_server_lr_scales_the_step():
+def test_server_lr_scales_the_step(fit_res, make):
     rng = np.random.default_rng(1)
-    results = [fit_res(arrays(rng), 1, i) for i in range(3)]
+    results = [fit_res(arrays(rng), i, 1) for i in range(3)]
     full, _ = make(device="cpu", weighted=False).aggregate_fit(1, results, [])
     half, _ = make(device="cpu", weighted=False, server_lr=0.5).aggregate_fit(1, results, [])
     for a, b in zip(parameters_to_ndarrays(full), parameters_to_ndarrays(half), strict=True):
@@ -63,11 +60,11 @@ def test_server_lr_scales_the_step():
         (lambda p: p[:1], "expected 2 arrays"),
     ],
 )
-def test_invalid_updates_are_rejected_not_aggregated(bad, reason):
+def test_invalid_updates_are_rejected_not_aggregated(bad, reason, fit_res, make):
     rng = np.random.default_rng(2)
     honest = [arrays(rng) for _ in range(3)]
-    results = [fit_res(p, 10, i) for i, p in enumerate(honest)]
-    results.append(fit_res(bad(arrays(rng)), 10, 7))
+    results = [fit_res(p, i) for i, p in enumerate(honest)]
+    results.append(fit_res(bad(arrays(rng)), 7))
     strategy = make(device="cpu")
     params, metrics = strategy.aggregate_fit(1, results, [])
     out = parameters_to_ndarrays(params)
@@ -81,16 +78,16 @@ def test_invalid_updates_are_rejected_not_aggregated(bad, reason):
     assert diag.partition_ids == [0, 1, 2]
 
 
-def test_non_positive_sample_count_rejected():
+def test_non_positive_sample_count_rejected(fit_res, make):
     rng = np.random.default_rng(3)
-    results = [fit_res(arrays(rng), 5, 0), fit_res(arrays(rng), 0, 1), fit_res(arrays(rng), -3, 2)]
+    results = [fit_res(arrays(rng), 0, 5), fit_res(arrays(rng), 1, 0), fit_res(arrays(rng), 2, -3)]
     strategy = make(device="cpu")
     _, metrics = strategy.aggregate_fit(1, results, [])
     assert metrics["num_rejected"] == 2
 
 
-def test_all_rejected_keeps_global_model():
-    results = [fit_res([np.full(s, np.nan, np.float32) for s in SHAPES], 5, i) for i in range(2)]
+def test_all_rejected_keeps_global_model(fit_res, make):
+    results = [fit_res([np.full(s, np.nan, np.float32) for s in SHAPES], i, 5) for i in range(2)]
     strategy = make(device="cpu")
     params, metrics = strategy.aggregate_fit(1, results, [])
     assert params is None and metrics["num_rejected"] == 2
@@ -98,9 +95,9 @@ def test_all_rejected_keeps_global_model():
     assert torch.count_nonzero(strategy.global_params) == 0
 
 
-def test_overflowing_aggregate_keeps_global_model():
+def test_overflowing_aggregate_keeps_global_model(fit_res, make):
     big = [np.full(s, 3e38, np.float32) for s in SHAPES]
-    results = [fit_res(big, 1, 0), fit_res(big, 1, 1)]
+    results = [fit_res(big, 0, 1), fit_res(big, 1, 1)]
     strategy = make(device="cpu", weighted=False, server_lr=10.0)
     params, _ = strategy.aggregate_fit(1, results, [])
     assert params is None
@@ -108,9 +105,9 @@ def test_overflowing_aggregate_keeps_global_model():
     assert strategy.diagnostics[1].skipped == "non-finite aggregate"
 
 
-def test_rows_sorted_by_partition_and_listener_gets_diagnostics():
+def test_rows_sorted_by_partition_and_listener_gets_diagnostics(fit_res, make):
     rng = np.random.default_rng(5)
-    results = [fit_res(arrays(rng), 1, pid) for pid in (4, 1, 3)]
+    results = [fit_res(arrays(rng), pid, 1) for pid in (4, 1, 3)]
     strategy = make(device="cpu")
     seen = {}
     strategy.round_listener = lambda r, rec: seen.update({r: rec})
@@ -131,7 +128,7 @@ def test_weighted_is_refused_by_rules_that_ignore_weights():
         build_strategy(StrategyConfig("median", {"weighted": True}), device="cpu")
 
 
-def test_round_where_every_client_failed_is_an_error():
+def test_round_where_every_client_failed_is_an_error(make):
     strategy = make(device="cpu")
     with pytest.raises(TooFewClientsError, match=r"0 client\(s\) replied, 2 failed"):
         strategy.aggregate_fit(1, [], [ValueError("boom"), ValueError("boom")])

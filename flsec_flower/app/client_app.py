@@ -22,6 +22,7 @@ from flsec_flower.experiment import (
     preset_indices,
 )
 from flsec_flower.models import build_model
+from flsec_flower.wire import CELL
 
 _MODELS: BoundedCache[tuple, nn.Module] = BoundedCache("client_models", 8)
 _CONFIGS: BoundedCache[tuple, ExperimentConfig] = BoundedCache("run_configs", 64)
@@ -84,7 +85,7 @@ class CellClient(NumPyClient):
         self.records = RecordDict() if records is None else records
 
     def _client(self, config: Config) -> HonestClient:
-        cell = int(config.get("cell", 0))
+        cell = int(config.get(CELL, 0))
         if not 0 <= cell < len(self.cfgs):
             raise ValueError(f"config names cell {cell}, but there are {len(self.cfgs)}")
         preset_indices(self.cfgs[cell], self.indices[cell])

@@ -39,6 +39,7 @@ from flsec_flower.results import RunRecorder, new_run_dir
 from flsec_flower.seeds import Stream, numpy_rng, trainer_generator
 from flsec_flower.training import evaluate as evaluate_model
 from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
+from flsec_flower.wire import CELL, CHECKPOINT_DIR, SERVER_ROUND
 from strategies import RobustStrategy
 from strategies.base import tensors_to
 
@@ -146,10 +147,10 @@ def build_strategy(
             extra.append(metric)
     evaluator = CentralEvaluator(cfg, dataset, eval_model, device, extra)
     k, total = cfg.sampled_clients, cfg.data.num_clients
-    cell_config: dict[str, Any] = {} if cell is None else {"cell": cell}
+    cell_config: dict[str, Any] = {} if cell is None else {CELL: cell}
     fit_config = dict(cell_config)
     if recorder is not None:
-        fit_config["checkpoint_dir"] = str(recorder.run_dir.resolve())
+        fit_config[CHECKPOINT_DIR] = str(recorder.run_dir.resolve())
     strategy = registry.build_strategy(
         cfg.strategy,
         server_lr=cfg.server_lr,
@@ -162,7 +163,7 @@ def build_strategy(
         fraction_evaluate=0.0,
         min_evaluate_clients=0,
         evaluate_fn=evaluator,
-        on_fit_config_fn=lambda server_round: {"server_round": server_round, **fit_config},
+        on_fit_config_fn=lambda server_round: {SERVER_ROUND: server_round, **fit_config},
         initial_parameters=ndarrays_to_parameters(init),
         min_results=cfg.min_results,
         registration_timeout=REGISTRATION_TIMEOUT,

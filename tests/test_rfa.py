@@ -8,7 +8,7 @@ import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from strategies import GeometricMedian
-from strategies.geometric_median import geometric_median
+from strategies.rfa import geometric_median
 
 
 def weiszfeld_reference(points, iterations, nu=1e-6, alphas=None, start=None):
