@@ -794,3 +794,11 @@ def tensors_to(value: object, device: torch.device) -> object:
     if isinstance(value, (list, tuple)):
         return type(value)(tensors_to(v, device) for v in value)
     return value
+
+
+def rule_chain(strategy: RobustStrategy) -> list[RobustStrategy]:
+    """The strategy and the rules it wraps (``WrappingStrategy.inner``), outermost first."""
+    chain = [strategy]
+    while isinstance(inner := getattr(chain[-1], "inner", None), RobustStrategy):
+        chain.append(inner)
+    return chain

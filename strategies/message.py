@@ -52,6 +52,7 @@ from strategies.base import (
     RobustStrategy,
     check_num_examples,
     read_partition_id,
+    rule_chain,
 )
 
 logger = logging.getLogger("flsec")
@@ -131,7 +132,7 @@ class MessageStrategy(FedAvg):
             evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn or self._evaluate_metrics,
         )
         self.rule = rule
-        for node in _rule_chain(rule):
+        for node in rule_chain(rule):
             if not node.message_api:
                 logger.warning(
                     "flsec rule %s needs a legacy-API exchange the Message API lacks (see its "
@@ -297,11 +298,3 @@ def _describe(rule: RobustStrategy) -> str:
     inner = getattr(rule, "inner", None)
     name = type(rule).__name__
     return f"{name}({_describe(inner)})" if isinstance(inner, RobustStrategy) else name
-
-
-def _rule_chain(rule: RobustStrategy) -> list[RobustStrategy]:
-    """The rule and the rules it wraps, outermost first."""
-    chain = [rule]
-    while isinstance(inner := getattr(chain[-1], "inner", None), RobustStrategy):
-        chain.append(inner)
-    return chain

@@ -41,7 +41,7 @@ from flsec_flower.training import evaluate as evaluate_model
 from flsec_flower.training import for_round, lr_at, resolve_batch_size, train_local
 from flsec_flower.wire import CELL, CHECKPOINT_DIR, SERVER_ROUND
 from strategies import RobustStrategy
-from strategies.base import tensors_to
+from strategies.base import rule_chain, tensors_to
 
 REGISTRATION_TIMEOUT = 120.0
 """Seconds a round waits for every SuperNode of the federation to connect."""
@@ -170,7 +170,7 @@ def build_strategy(
         registration_hint="; the federation needs one SuperNode per client (data.num_clients)",
     )
     schedule = participation_schedule(cfg)
-    for node in _chain(strategy):
+    for node in rule_chain(strategy):
         node.properties_config = cell_config
         node.participation = schedule
     strategy.malicious_partition_ids = malicious_ids(cfg)
@@ -271,7 +271,7 @@ class SequentialServer(Server):
         for cell, (cfg, recorder) in enumerate(self.runs):
             if cell > 0:
                 self.strategy = build_strategy(cfg, recorder, cell=cell)
-            for node in _chain(self.strategy):
+            for node in rule_chain(self.strategy):
                 node.share_partition_map(self.partition_map)
             self.set_max_workers(cfg.sampled_clients)
             recorder.start()
@@ -298,14 +298,6 @@ class SequentialServer(Server):
             strategy.evaluate(server_round, parameters=self.parameters)
 
 
-def _chain(strategy: RobustStrategy) -> list[RobustStrategy]:
-    """The strategy and the rules it wraps, outermost first."""
-    nodes = [strategy]
-    while isinstance(getattr(nodes[-1], "inner", None), RobustStrategy):
-        nodes.append(nodes[-1].inner)
-    return nodes
-
-
 def _give_root_data(strategy: RobustStrategy, cfg: ExperimentConfig) -> None:
     """Hand rules with a server root dataset (FLTrust) a seeded clean training sample.
 
@@ -314,7 +306,7 @@ def _give_root_data(strategy: RobustStrategy, cfg: ExperimentConfig) -> None:
     training set with the run's seed.
     """
     dataset = experiment_dataset(cfg)
-    for node in _chain(strategy):
+    for node in rule_chain(strategy):
         if hasattr(node, "root_data") and node.root_data is None:
             size = min(int(node.root_size), len(dataset.y_train))
             rng = numpy_rng(cfg.seed, Stream.ROOT_DATA)
