@@ -592,14 +592,18 @@ def write_grids(
     """Write every grid (:func:`build_grid`) as ``<name>.md`` and ``<name>.csv``."""
     written = []
     for spec in specs:
-        table = build_grid(runs, spec)
-        md = out / f"{spec['name']}.md"
-        note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
-        body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
-        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
-        table.to_csv(out / f"{spec['name']}.csv", index=False)
-        written += [md, out / f"{spec['name']}.csv"]
+        written += write_table(build_grid(runs, spec), spec, out, scale)
     return written
+
+
+def write_table(table: pd.DataFrame, spec: dict[str, Any], out: Path, scale: str) -> list[Path]:
+    """Write one table as ``<name>.md`` (title, scale note) and ``<name>.csv``."""
+    md, csv = out / f"{spec['name']}.md", out / f"{spec['name']}.csv"
+    note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
+    body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
+    md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
+    table.to_csv(csv, index=False)
+    return [md, csv]
 
 
 def selection_shares(run_dir: str | Path) -> pd.Series:
@@ -696,13 +700,7 @@ def write_outputs(baseline: Baseline, runs: pd.DataFrame, out: Path, scale: str)
     written = [out / "cells.csv"]
     runs.to_csv(written[0], index=False)
     for spec in baseline.spec.get("tables") or []:
-        table = build_table(runs, spec)
-        md = out / f"{spec['name']}.md"
-        note = f"Scale `{scale}`; ours: mean ± std over the seeds column."
-        body = markdown(table) if len(table) else f"{PENDING}: no finished cell.\n"
-        md.write_text(f"{spec.get('title', spec['name'])}\n\n{note}\n\n{body}")
-        table.to_csv(out / f"{spec['name']}.csv", index=False)
-        written += [md, out / f"{spec['name']}.csv"]
+        written += write_table(build_table(runs, spec), spec, out, scale)
     for spec in baseline.spec.get("figures") or []:
         written.append(plot_figure(runs, spec, out / f"{spec['name']}.png"))
     written += write_grids(runs, baseline.spec.get("grids") or [], out, scale)
