@@ -12,6 +12,7 @@ standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`
 from clients.alie import AlieClient
 from clients.attack import AttackClient
 from clients.class_backdoor import ClassBackdoorClient
+from clients.dba import DbaClient, DistributedTrigger
 from clients.fairness_attack import FairnessAttackClient
 from clients.gaussian import Gaussian, GaussianClient
 from clients.honest import HonestClient
@@ -40,6 +41,8 @@ __all__ = [
     "AlieClient",
     "AttackClient",
     "ClassBackdoorClient",
+    "DbaClient",
+    "DistributedTrigger",
     "FairnessAttackClient",
     "Gaussian",
     "GaussianClient",

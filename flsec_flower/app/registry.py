@@ -14,6 +14,7 @@ import numpy as np
 from clients import (
     AlieClient,
     ClassBackdoorClient,
+    DbaClient,
     FairnessAttackClient,
     GaussianClient,
     HonestClient,
@@ -115,6 +116,7 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 ATTACKS: dict[str, type[HonestClient]] = {
     "alie": AlieClient,
     "class_backdoor": ClassBackdoorClient,
+    "dba": DbaClient,
     "fairness_attack": FairnessAttackClient,
     "gaussian": GaussianClient,
     "ipm": IpmClient,
