@@ -27,6 +27,7 @@ from clients.model_replacement import (
     SemanticModelReplacementClient,
 )
 from clients.naive_poisoning import NaivePoisoningClient, SemanticNaivePoisoningClient
+from clients.neurotoxin import Neurotoxin, NeurotoxinClient
 from clients.normalized_mean import NormalizedMeanClient
 from clients.omniscient import OmniscientAttackClient
 from clients.pixel_trojan import PixelTrigger, PixelTrojanClient
@@ -56,6 +57,8 @@ __all__ = [
     "MinSumClient",
     "ModelReplacementClient",
     "NaivePoisoningClient",
+    "Neurotoxin",
+    "NeurotoxinClient",
     "NormalizedMeanClient",
     "OmniscientAttackClient",
     "PixelTrigger",

@@ -139,6 +139,7 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     ),
     "naive_poisoning": ("Bagdasaryan et al., AISTATS 2020", "backdoor, data poisoning"),
     "naive_poisoning_semantic": ("Bagdasaryan et al., AISTATS 2020", "backdoor, data poisoning"),
+    "neurotoxin": ("Zhang et al., ICML 2022", "backdoor, data + model poisoning"),
     "normalized_mean": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "pixel_trojan": ("Ozdayi et al., AAAI 2021", "backdoor, data poisoning"),
     "same_value": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
@@ -257,6 +258,8 @@ def _message_face(cls: type) -> bool:
 
 
 def _mod_face(cls: type) -> bool:
+    if getattr(cls, "client_mod", None) is not None:
+        return True
     return issubclass(cls, ModelPoisoningClient) and cls.params_type in MODEL_POISONING.values()
 
 
