@@ -13,6 +13,7 @@ from clients.alie import AlieClient
 from clients.attack import AttackClient
 from clients.class_backdoor import ClassBackdoorClient
 from clients.dba import DbaClient, DistributedTrigger
+from clients.edge_case import EdgeCaseClient, NormBallProjection
 from clients.fairness_attack import FairnessAttackClient
 from clients.gaussian import Gaussian, GaussianClient
 from clients.honest import HonestClient
@@ -44,6 +45,7 @@ __all__ = [
     "ClassBackdoorClient",
     "DbaClient",
     "DistributedTrigger",
+    "EdgeCaseClient",
     "FairnessAttackClient",
     "Gaussian",
     "GaussianClient",
@@ -59,6 +61,7 @@ __all__ = [
     "NaivePoisoningClient",
     "Neurotoxin",
     "NeurotoxinClient",
+    "NormBallProjection",
     "NormalizedMeanClient",
     "OmniscientAttackClient",
     "PixelTrigger",

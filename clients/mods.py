@@ -50,6 +50,7 @@ from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 
 from clients.attack import ACTIVE_TAG
+from clients.edge_case import NormBallProjection
 from clients.gaussian import Gaussian
 from clients.model_poisoning import UpdateAttack, update_is_zero
 from clients.model_replacement import Scaling
@@ -60,11 +61,13 @@ from clients.sign_flip import SignFlip
 
 MODEL_POISONING: dict[str, type] = {
     "gaussian": Gaussian,
+    "norm_projection": NormBallProjection,
     "same_value": SameValue,
     "scaling": Scaling,
     "sign_flip": SignFlip,
 }
-"""Model-poisoning attacks by name (``scaling``: model replacement's boost)."""
+"""Model-poisoning attacks by name (``scaling``: model replacement's boost;
+``norm_projection``: the edge-case attack's projection onto a norm ball)."""
 
 STATE_KEY = "flsec.attack_mod"
 """``Context.state`` config record where a mod counts its train messages."""

@@ -33,6 +33,8 @@ class Stream(IntEnum):
     """The fairness attacker's unfair dataset."""
     SEMANTIC_IMAGES = 0x5E3A
     """The images carrying the semantic backdoor's natural feature."""
+    EDGE_CASES = 0xED6E
+    """Which edge cases the edge-case attacker holds out for testing."""
 
 
 class BatchStream(IntEnum):

@@ -124,6 +124,7 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
     "class_backdoor": ("Prakash & Avestimehr, arXiv 2020", "data + model poisoning"),
     "dba": ("Xie, Huang, Chen & Li, ICLR 2020", "backdoor, data poisoning (colluding)"),
+    "edge_case": ("Wang et al., NeurIPS 2020", "backdoor, data poisoning (+ PGD)"),
     "fairness_attack": ("Rance & Svoboda, arXiv 2023", "data + model poisoning"),
     "gaussian": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "ipm": ("Xie, Koyejo & Gupta, UAI 2019", "model poisoning"),
