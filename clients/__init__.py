@@ -10,6 +10,7 @@ standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`
 """
 
 from clients.alie import AlieClient
+from clients.alter_min import AlterMinClient
 from clients.attack import AttackClient
 from clients.class_backdoor import ClassBackdoorClient
 from clients.dba import DbaClient, DistributedTrigger
@@ -41,6 +42,7 @@ from clients.standalone import StandaloneAttackClient
 
 __all__ = [
     "AlieClient",
+    "AlterMinClient",
     "AttackClient",
     "ClassBackdoorClient",
     "DbaClient",

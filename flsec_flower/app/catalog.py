@@ -122,6 +122,10 @@ DEFENCES: dict[str, Defence] = {
 
 ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
+    "alter_min": (
+        "Bhagoji, Chakraborty, Mittal & Calo, ICML 2019",
+        "targeted model poisoning (boosted, stealthy)",
+    ),
     "class_backdoor": ("Prakash & Avestimehr, arXiv 2020", "data + model poisoning"),
     "dba": ("Xie, Huang, Chen & Li, ICLR 2020", "backdoor, data poisoning (colluding)"),
     "edge_case": ("Wang et al., NeurIPS 2020", "backdoor, data poisoning (+ PGD)"),

@@ -13,6 +13,7 @@ import numpy as np
 
 from clients import (
     AlieClient,
+    AlterMinClient,
     ClassBackdoorClient,
     DbaClient,
     EdgeCaseClient,
@@ -117,6 +118,7 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 # ---- attacks (attack.name)
 ATTACKS: dict[str, type[HonestClient]] = {
     "alie": AlieClient,
+    "alter_min": AlterMinClient,
     "class_backdoor": ClassBackdoorClient,
     "dba": DbaClient,
     "edge_case": EdgeCaseClient,
