@@ -210,7 +210,7 @@ class NeurotoxinClient(AttackClient):
         self.neurotoxin = self.params.neurotoxin()
         self.global_weights: NDArrays = []
         self.previous: NDArrays | None = None
-        self.mask: list[np.ndarray] | None = None
+        self.round_mask: list[np.ndarray] | None = None
         self.kept: float | None = None
 
     def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
@@ -247,21 +247,23 @@ class NeurotoxinClient(AttackClient):
 
     def train(self, x: torch.Tensor, y: torch.Tensor, server_round: int) -> float:
         """Train; while active, with every gradient masked (:func:`masked_gradients`)."""
-        self.mask = self.current_mask(server_round) if self.active(server_round) else None
+        self.round_mask = self.current_mask(server_round) if self.active(server_round) else None
         self._remember(server_round)
-        if self.mask is None:
+        if self.round_mask is None:
             return super().train(x, y, server_round)
         names = list(self.model.state_dict().keys())
-        with masked_gradients(self.model, dict(zip(names, self.mask, strict=True))):
+        with masked_gradients(self.model, dict(zip(names, self.round_mask, strict=True))):
             return super().train(x, y, server_round)
 
     def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
         """``G + m * (X - G)`` while active with a mask, else ``X``."""
-        if self.mask is None:
+        if self.round_mask is None:
             self.kept = 1.0 if self.active(server_round) else None
             return trained
-        self.kept = float(sum(m.sum() for m in self.mask) / sum(m.size for m in self.mask))
-        return self.neurotoxin.project(global_weights, trained, self.mask)
+        self.kept = float(
+            sum(m.sum() for m in self.round_mask) / sum(m.size for m in self.round_mask)
+        )
+        return self.neurotoxin.project(global_weights, trained, self.round_mask)
 
     def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
         """The attack tags and, while active, the kept share of coordinates."""
