@@ -95,9 +95,8 @@ def make_strategy(initialised_strategy):
     """``make_strategy(**kwargs)``: DiverseFL from a zero model of 4 weights, toy trainer."""
 
     def build(**kw):
-        strategy = initialised_strategy(DiverseFL, [np.zeros(4, np.float32)], **kw)
-        strategy.local_trainer = label_trainer
-        return strategy
+        kw.setdefault("local_trainer", label_trainer)
+        return initialised_strategy(DiverseFL, [np.zeros(4, np.float32)], **kw)
 
     return build
 
@@ -224,8 +223,7 @@ def test_aggregate_fit_flags_by_partition_id(fit_res, make_strategy):
 
 def test_guide_takes_the_clients_number_of_steps(fit_res, make_strategy):
     trainer = LabelTrainer()
-    strategy = make_strategy(fraction=0.05)
-    strategy.local_trainer = trainer
+    strategy = make_strategy(fraction=0.05, local_trainer=trainer)
     strategy.samples[3] = decode_sample(npz(np.zeros((4, 1), np.float32), np.array([0, 1, 2, 3])))
     strategy.aggregate_fit(1, [fit_res([0.25] * 4, 3)], [])
     # 4 shared examples at fraction 0.05 stand for an 80-example partition
