@@ -4,11 +4,12 @@ Threat model: the attackers collude and see the honest updates of the round
 (Baruch et al., 2019; Xie et al., 2019; Shejwalkar & Houmansadr, 2021;
 Karimireddy et al., 2022). In the simulation each attack client trains
 honestly and tags its reply (:data:`~clients.attack.ACTIVE_TAG`); the
-simulation sets ``strategy.adversary = AttackCls.server_adversary(cfg)`` and
-the strategy base calls it inside ``aggregate_fit`` before the defence. It
+simulation builds the strategy with ``adversary=AttackCls.server_adversary(cfg)``
+and the strategy base calls it inside ``aggregate_fit`` before the defence. It
 replaces the rows of the active attackers with the output of the attack's
 ``forge``. This is the simulation's model of collusion, not part of any
-defence: a defence never calls it and never reads the ground truth it uses.
+defence: a defence never calls it and never sees the ground truth (the
+attackers' partition ids) that the adversary is given at construction.
 
 In the non-omniscient mode (``omniscient=False``) the attackers only know
 their own updates: ``forge`` gets the active attackers' honestly trained rows
@@ -17,7 +18,7 @@ their own updates: ``forge`` gets the active attackers' honestly trained rows
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from clients.attack import ACTIVE_TAG, AttackClient
 from flsec_flower.aggregation import Adversary, RoundContext
 from flsec_flower.config import ExperimentConfig
-from flsec_flower.experiment import ClientEnv
+from flsec_flower.experiment import ClientEnv, malicious_ids
 
 Forger = Callable[[torch.Tensor, list[int], int, int, torch.Generator], torch.Tensor]
 
@@ -77,13 +78,15 @@ def coordinate_std(rows: torch.Tensor) -> torch.Tensor:
     return (rows / scale).std(dim=0) * scale
 
 
-def attacker_rows(ctx: RoundContext) -> tuple[list[int], list[int]]:
+def attacker_rows(ctx: RoundContext, malicious: Collection[int]) -> tuple[list[int], list[int]]:
     """Split the rows of a round into active attackers and honest clients.
 
     Parameters
     ----------
     ctx : RoundContext
-        The round; ``malicious_partition_ids`` is the simulation's ground truth.
+        The round.
+    malicious : collection of int
+        The attackers' partition ids (the colluders know each other).
 
     Returns
     -------
@@ -96,11 +99,10 @@ def attacker_rows(ctx: RoundContext) -> tuple[list[int], list[int]]:
     Examples
     --------
     >>> ctx = RoundContext(1, [0, 1, 2], torch.ones(3), torch.zeros(1), torch.Generator(),
-    ...                    [{}, {ACTIVE_TAG: True}, {ACTIVE_TAG: False}], None, frozenset({1, 2}))
-    >>> attacker_rows(ctx)
+    ...                    [{}, {ACTIVE_TAG: True}, {ACTIVE_TAG: False}])
+    >>> attacker_rows(ctx, {1, 2})
     ([1], [0])
     """
-    malicious = ctx.malicious_partition_ids
     metrics = ctx.client_metrics or [{} for _ in ctx.partition_ids]
     active = [
         i
@@ -130,15 +132,24 @@ class ColludingAdversary:
         The attack's forging step (may keep state across rounds).
     omniscient : bool
         Whether the attackers see the honest updates.
+    malicious_partition_ids : collection of int
+        The colluding attackers' partition ids (the simulation's ground
+        truth; only tagged rows of these partitions are forged).
     """
 
-    def __init__(self, forger: Forger, omniscient: bool = True) -> None:
+    def __init__(
+        self,
+        forger: Forger,
+        omniscient: bool = True,
+        malicious_partition_ids: Collection[int] = frozenset(),
+    ) -> None:
         self.forger = forger
         self.omniscient = omniscient
+        self.malicious_partition_ids = frozenset(malicious_partition_ids)
 
     def __call__(self, updates: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
         """Return ``updates`` with the active attackers' rows forged."""
-        active, honest = attacker_rows(ctx)
+        active, honest = attacker_rows(ctx, self.malicious_partition_ids)
         if not active:
             return updates
         reference_rows = honest if self.omniscient and honest else active
@@ -219,8 +230,13 @@ class OmniscientAttackClient(AttackClient):
         return forge
 
     @classmethod
-    def build_adversary(cls, omniscient: bool = True, **params: Any) -> ColludingAdversary:
-        """Return the adversary of this attack with ``params``.
+    def build_adversary(
+        cls,
+        omniscient: bool = True,
+        malicious_partition_ids: Collection[int] = frozenset(),
+        **params: Any,
+    ) -> ColludingAdversary:
+        """Return the adversary of this attack with ``params`` for the colluders given.
 
         The parameters are checked at once by forging on a tiny zero matrix
         with a separate forger (the checks live in the attack's pure
@@ -236,11 +252,16 @@ class OmniscientAttackClient(AttackClient):
         if not isinstance(omniscient, bool):
             raise ValueError(f"omniscient must be true or false, got {omniscient!r}")
         cls.forger(**params)(torch.zeros(2, 1), [0, 1], 1, 3, torch.Generator().manual_seed(0))
-        return ColludingAdversary(cls.forger(**params), omniscient)
+        return ColludingAdversary(cls.forger(**params), omniscient, malicious_partition_ids)
 
     @classmethod
     def server_adversary(cls, cfg: ExperimentConfig) -> Adversary | None:
-        """The adversary for the strategy, from ``cfg.attack.params`` over the defaults."""
+        """The adversary for the strategy, from ``cfg.attack.params`` over the defaults.
+
+        Its colluders are the run's attackers (:func:`~flsec_flower.experiment.malicious_ids`).
+        """
         if cfg.attack is None:
             return None
-        return cls.build_adversary(**cls.attack_params(cfg))
+        return cls.build_adversary(
+            malicious_partition_ids=malicious_ids(cfg), **cls.attack_params(cfg)
+        )

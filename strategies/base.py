@@ -404,7 +404,6 @@ class RobustStrategy(FedAvg):
         self.global_params: torch.Tensor | None = None
         self.adversary = adversary
         self.local_trainer = local_trainer
-        self.malicious_partition_ids: frozenset[int] = frozenset()
         self.round_listener: RoundListener | None = None
         self.min_results = min_results
         self.diagnostics: dict[int, RoundDiagnostics] = {}
@@ -738,7 +737,6 @@ class RobustStrategy(FedAvg):
             generator=generator,
             client_metrics=[kept[i][2] for i in order],
             local_trainer=self.local_trainer,
-            malicious_partition_ids=self.malicious_partition_ids,
         )
         return updates, ctx
 

@@ -101,7 +101,7 @@ def make_strategy(initialised_strategy):
     return build
 
 
-def ctx_for(n, pids=None, malicious=frozenset(), trainer=None):
+def ctx_for(n, pids=None, trainer=None):
     return RoundContext(
         server_round=1,
         partition_ids=list(range(n)) if pids is None else pids,
@@ -109,7 +109,6 @@ def ctx_for(n, pids=None, malicious=frozenset(), trainer=None):
         global_params=torch.zeros(2),
         generator=torch.Generator().manual_seed(0),
         local_trainer=trainer,
-        malicious_partition_ids=malicious,
     )
 
 
@@ -277,9 +276,8 @@ def test_bad_parameters_raise(params):
 # -------------------------------------------------------------- OracleSGD
 def test_oracle_averages_only_the_truly_honest():
     u = torch.tensor([[1.0], [3.0], [1e30], [-1e30]])
-    agg = OracleSGD(device="cpu").aggregate_updates(
-        u, ctx_for(4, pids=[4, 5, 6, 7], malicious=frozenset({6, 7}))
-    )
+    oracle = OracleSGD(device="cpu", malicious_partition_ids={6, 7})
+    agg = oracle.aggregate_updates(u, ctx_for(4, pids=[4, 5, 6, 7]))
     assert agg.update.tolist() == [2.0]
     assert (agg.selected, agg.flagged) == ([0, 1], [2, 3])
     none = oracle_mean(u, torch.zeros(4, dtype=torch.bool))
@@ -287,8 +285,9 @@ def test_oracle_averages_only_the_truly_honest():
 
 
 def test_oracle_through_aggregate_fit(fit_res, initialised_strategy):
-    strategy = initialised_strategy(OracleSGD, [np.zeros(1, np.float32)])
-    strategy.malicious_partition_ids = frozenset({2})
+    strategy = initialised_strategy(
+        OracleSGD, [np.zeros(1, np.float32)], malicious_partition_ids=[2]
+    )
     results = [fit_res([1.0], 0), fit_res([2.0], 1), fit_res([1e30], 2)]
     params, _ = strategy.aggregate_fit(1, results, [])
     assert parameters_to_ndarrays(params)[0].tolist() == [1.5]

@@ -148,7 +148,15 @@ _COMMON = {
 }
 
 # Server-side hooks a rule may take at construction; not user parameters.
-HOOKS = {"local_trainer", "adversary", "gradient_lr", "root_data", "samples"}
+# ``malicious_partition_ids`` is ground truth: only the simulation-only OracleSGD takes it.
+HOOKS = {
+    "local_trainer",
+    "adversary",
+    "gradient_lr",
+    "root_data",
+    "samples",
+    "malicious_partition_ids",
+}
 
 Hook = Callable[[Mapping[str, Any]], Any]
 """``hook(params) -> value``: a server-side hook for one rule or wrapper.
@@ -243,7 +251,8 @@ def build_strategy(
     ``hooks`` maps a server-side hook's constructor keyword (see
     :data:`HOOKS`) to a :data:`Hook`; each rule and wrapper gets the hooks
     its constructor takes (every one takes ``local_trainer``, ``adversary``
-    and ``gradient_lr``; FLTrust and FangRejection ``root_data``).
+    and ``gradient_lr``; FLTrust and FangRejection ``root_data``; only the
+    simulation-only OracleSGD ``malicious_partition_ids``).
     """
     hooks = {} if hooks is None else hooks
     unknown = sorted(set(hooks) - HOOKS)

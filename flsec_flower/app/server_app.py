@@ -157,6 +157,7 @@ def build_strategy(
         "local_trainer": lambda _: trainer,
         "adversary": lambda _: adversary,
         "root_data": lambda params: root_sample(cfg, params["root_size"]),
+        "malicious_partition_ids": lambda _: malicious_ids(cfg),
     }
     if cfg.training.send == "gradient":
         gradient_lr = functools.partial(lr_at, cfg.training)
@@ -184,7 +185,6 @@ def build_strategy(
     for node in rule_chain(strategy):
         node.properties_config = cell_config
         node.participation = schedule
-    strategy.malicious_partition_ids = malicious_ids(cfg)
     if recorder is not None:
         strategy.round_listener = recorder.record
         recorder.checkpoint_state = functools.partial(checkpoint_state, strategy)
