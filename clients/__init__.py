@@ -11,6 +11,7 @@ standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`
 
 from clients.alie import AlieClient
 from clients.attack import AttackClient
+from clients.backdoor import BackdoorClient, PoisonTraining
 from clients.class_backdoor import ClassBackdoorClient
 from clients.fairness_attack import FairnessAttackClient
 from clients.gaussian import Gaussian, GaussianClient
@@ -22,23 +23,29 @@ from clients.min_max import MinMaxClient
 from clients.min_sum import MinSumClient
 from clients.model_replacement import (
     ModelReplacementClient,
+    Replacement,
     Scaling,
     SemanticModelReplacementClient,
 )
 from clients.naive_poisoning import NaivePoisoningClient, SemanticNaivePoisoningClient
 from clients.normalized_mean import NormalizedMeanClient
 from clients.omniscient import OmniscientAttackClient
-from clients.pixel_trojan import PixelTrigger, PixelTrojanClient
+from clients.pixel_trojan import PixelBackdoor, PixelTrigger, PixelTrojanClient
 from clients.poisoned_data import PoisonedDataset
 from clients.same_value import SameValue, SameValueClient
 from clients.schedule import Schedule
-from clients.semantic_backdoor import SemanticBackdoorClient
+from clients.semantic_backdoor import (
+    SemanticBackdoor,
+    SemanticBackdoorClient,
+    SemanticBackdoorParams,
+)
 from clients.sign_flip import SignFlip, SignFlipClient
 from clients.standalone import StandaloneAttackClient
 
 __all__ = [
     "AlieClient",
     "AttackClient",
+    "BackdoorClient",
     "ClassBackdoorClient",
     "FairnessAttackClient",
     "Gaussian",
@@ -55,14 +62,19 @@ __all__ = [
     "NaivePoisoningClient",
     "NormalizedMeanClient",
     "OmniscientAttackClient",
+    "PixelBackdoor",
     "PixelTrigger",
     "PixelTrojanClient",
+    "PoisonTraining",
     "PoisonedDataset",
+    "Replacement",
     "SameValue",
     "SameValueClient",
     "Scaling",
     "Schedule",
+    "SemanticBackdoor",
     "SemanticBackdoorClient",
+    "SemanticBackdoorParams",
     "SemanticModelReplacementClient",
     "SemanticNaivePoisoningClient",
     "SignFlip",
