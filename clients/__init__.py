@@ -9,18 +9,18 @@ subclasses (here), as Message-API client mods (:mod:`clients.mods`) and as a
 standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`).
 """
 
-from clients.alie import AlieClient
+from clients.alie import Alie, AlieClient
 from clients.attack import AttackClient
 from clients.backdoor import BackdoorClient, PoisonTraining
 from clients.class_backdoor import ClassBackdoorClient
 from clients.fairness_attack import FairnessAttackClient
 from clients.gaussian import Gaussian, GaussianClient
 from clients.honest import HonestClient
-from clients.ipm import IpmClient
+from clients.ipm import Ipm, IpmClient
 from clients.label_flip import LabelFlip, LabelFlipClient
-from clients.mimic import Mimic2Client, MimicClient
-from clients.min_max import MinMaxClient
-from clients.min_sum import MinSumClient
+from clients.mimic import Mimic, Mimic2, Mimic2Client, MimicClient
+from clients.min_max import MinMax, MinMaxClient
+from clients.min_sum import MinSum, MinSumClient
 from clients.model_replacement import (
     ModelReplacementClient,
     Replacement,
@@ -28,8 +28,8 @@ from clients.model_replacement import (
     SemanticModelReplacementClient,
 )
 from clients.naive_poisoning import NaivePoisoningClient, SemanticNaivePoisoningClient
-from clients.normalized_mean import NormalizedMeanClient
-from clients.omniscient import OmniscientAttackClient
+from clients.normalized_mean import NormalizedMean, NormalizedMeanClient
+from clients.omniscient import OmniscientAttackClient, colluding_adversary
 from clients.pixel_trojan import PixelBackdoor, PixelTrigger, PixelTrojanClient
 from clients.poisoned_data import PoisonedDataset
 from clients.same_value import SameValue, SameValueClient
@@ -43,6 +43,7 @@ from clients.sign_flip import SignFlip, SignFlipClient
 from clients.standalone import StandaloneAttackClient
 
 __all__ = [
+    "Alie",
     "AlieClient",
     "AttackClient",
     "BackdoorClient",
@@ -51,15 +52,21 @@ __all__ = [
     "Gaussian",
     "GaussianClient",
     "HonestClient",
+    "Ipm",
     "IpmClient",
     "LabelFlip",
     "LabelFlipClient",
+    "Mimic",
+    "Mimic2",
     "Mimic2Client",
     "MimicClient",
+    "MinMax",
     "MinMaxClient",
+    "MinSum",
     "MinSumClient",
     "ModelReplacementClient",
     "NaivePoisoningClient",
+    "NormalizedMean",
     "NormalizedMeanClient",
     "OmniscientAttackClient",
     "PixelBackdoor",
@@ -80,4 +87,5 @@ __all__ = [
     "SignFlip",
     "SignFlipClient",
     "StandaloneAttackClient",
+    "colluding_adversary",
 ]

@@ -34,7 +34,7 @@ import torch
 from flwr.common import NDArrays, Scalar
 from torch import nn
 
-from clients.attack import AttackClient
+from clients.attack import AttackClient, build_part, compose_params
 from flsec_flower.config import ExperimentConfig, TrainingConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
@@ -139,22 +139,8 @@ class PoisonTraining:
         return dataclasses.replace(training, lr=self.poison_lr)
 
 
-def compose_params(name: str, components: tuple[type, ...]) -> type:
-    """One parameter dataclass with the fields of ``components``, in their order.
-
-    It is what the registry reads (names, defaults); :class:`BackdoorClient`
-    splits the values among the components, which check them.
-    """
-    fields = [
-        (f.name, f.type, dataclasses.field(default=f.default))
-        for part in components
-        for f in dataclasses.fields(part)
-    ]
-    return dataclasses.make_dataclass(name, fields, frozen=True)
-
-
 class BackdoorClient(AttackClient):
-    """A backdoor attacker composed of its ``components`` (see the module docstring).
+    """A backdoor attacker composed of its parts (see the module docstring).
 
     While active the client trains on the backdoor data (whole poisoned view
     or per-batch mixing) with :class:`PoisonTraining`'s settings when it has
@@ -188,7 +174,7 @@ class BackdoorClient(AttackClient):
     """The update transform's parameter dataclass (a :class:`BoostedUpdate`), if any."""
 
     params_type: ClassVar[type]
-    """All parameters (:func:`compose_params` of the parts), set for each subclass."""
+    """All parameters (:func:`~clients.attack.compose_params` of the parts), per subclass."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Compose the subclass's ``params_type`` from its parts."""
@@ -204,28 +190,23 @@ class BackdoorClient(AttackClient):
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)
         values = self.params_type(**params)
-        self.backdoor: BackdoorData = self.part(self.backdoor_type, values).bind(env)
+        self.backdoor: BackdoorData = build_part(self.backdoor_type, values).bind(env)
         self.poison_training = (
             PoisonTraining()
             if self.training_type is None
-            else self.part(self.training_type, values)
+            else build_part(self.training_type, values)
         )
         self.update: BoostedUpdate | None = (
             None
             if self.update_type is None
-            else self.part(self.update_type, values).for_run(env.cfg)
+            else build_part(self.update_type, values).for_run(env.cfg)
         )
         self.last_gamma: float | None = None
-
-    @staticmethod
-    def part(part_type: type, values: object) -> Any:
-        """The part ``part_type`` built (and checked) from the fields it has in ``values``."""
-        return part_type(**{f.name: getattr(values, f.name) for f in dataclasses.fields(part_type)})
 
     @classmethod
     def backdoor_params(cls, cfg: ExperimentConfig) -> BackdoorParams:
         """The backdoor data's parameters of the run (``attack.params`` over the defaults)."""
-        backdoor: BackdoorParams = cls.part(
+        backdoor: BackdoorParams = build_part(
             cls.backdoor_type, cls.params_type(**cls.attack_params(cfg))
         )
         return backdoor

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from clients.backdoor import BackdoorClient, PoisonTraining, compose_params
+from clients.attack import compose_params
+from clients.backdoor import BackdoorClient, PoisonTraining
 from clients.model_replacement import (
     ModelReplacementClient,
     Replacement,

@@ -1,5 +1,7 @@
 """The colluding adversary of the omniscient attacks: plumbing, modes, strategy path."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,13 @@ from clients import (
     NormalizedMeanClient,
 )
 from clients.attack import ACTIVE_TAG
-from clients.omniscient import ColludingAdversary, OmniscientAttackClient, attacker_rows
+from clients.ipm import Ipm
+from clients.omniscient import (
+    ColludingAdversary,
+    OmniscientAttackClient,
+    attacker_rows,
+    colluding_adversary,
+)
 from flsec_flower.aggregation import RoundContext
 from flsec_flower.app import registry
 from flsec_flower.config import AttackConfig, ConfigError, ExperimentConfig
@@ -335,3 +343,28 @@ def test_attack_clients_reply_through_fit_and_get_forged_by_the_strategy():
     u0 = flat(replies[0][0]) - flat(init)
     expected = flat(init) + (u0 - 0.5 * u0) / 2
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), expected, atol=1e-5)
+
+
+def test_parameters_are_declared_once_in_the_attack_dataclass():
+    for cls in NAMES.values():
+        fields = [f.name for f in dataclasses.fields(cls.attack_type)]
+        assert registry._user_parameters(cls) == [*fields, "omniscient"]
+
+
+def test_a_message_api_adversary_is_the_simulations():
+    cfg = cfg_with("ipm", epsilon=0.5)
+    cfg.attack.malicious_ids = sorted(MALICIOUS)
+    u = round_matrix()
+    simulation = IpmClient.server_adversary(cfg)(u, context(PIDS, METRICS))
+    app = colluding_adversary(Ipm(epsilon=0.5), MALICIOUS)(u, context(PIDS, METRICS))
+    assert torch.equal(simulation, app)
+    with pytest.raises(ValueError, match="omniscient"):
+        colluding_adversary(Ipm(), MALICIOUS, omniscient="no")
+
+
+def test_a_message_api_strategy_takes_the_adversary_at_construction():
+    from flsec_flower.app.message_api import message_strategy
+
+    adversary = colluding_adversary(Ipm(), {3})
+    strategy = message_strategy("krum", {"f": 1}, rule_kwargs={"adversary": adversary})
+    assert strategy.rule.adversary is adversary
