@@ -30,8 +30,9 @@ used inside the train handler (:mod:`clients.poisoned_data`). Omniscient
 attacks (ALIE, IPM, mimic, min-max, min-sum, normalized mean) forge from the
 *other* clients' updates of the round, which no client sees in a Flower
 deployment; :func:`tag_mod` marks the attacker's replies and the server-side
-adversary (:class:`clients.omniscient.ColludingAdversary`, given to the
-strategy at construction) replaces the tagged rows with the attack's
+adversary (:func:`clients.omniscient.colluding_adversary` of the attack's
+parameter dataclass, e.g. :class:`clients.ipm.Ipm`, given to the strategy at
+construction) replaces the tagged rows with the attack's
 ``forge(honest_updates, ...)``. That is the simulation's model of collusion;
 a single client mod cannot mount these attacks on its own.
 """
