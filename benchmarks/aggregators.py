@@ -328,14 +328,24 @@ def memory(n: int, d: int) -> list[dict]:
     size = n * d * 4
     rows = []
     for name in our_rules(1):
+        row: dict = {"rule": name, "n": n, "d": d, "matrix_bytes": size}
+        rows.append(row)
+        inputs = 2 if name == "diversefl" else 1
+        if available_bytes() < (inputs + 1.5) * size:
+            row["skipped"] = "does not fit in the free memory"
+            print(f"  memory {name}: skipped, does not fit", file=sys.stderr, flush=True)
+            continue
         command = [sys.executable, __file__, "--memory-worker", name, "--n", str(n), "--d", str(d)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            row["skipped"] = f"worker exited with {done.returncode}: {done.stderr[-300:]}"
+            print(f"  memory {name}: {row['skipped']}", file=sys.stderr, flush=True)
+            continue
         extra = json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"]
-        row = {"rule": name, "n": n, "d": d, "extra_bytes": extra, "matrix_bytes": size}
+        row["extra_bytes"] = extra
         row["ratio"] = 1.0 + extra / size
         if name in COORDINATE_WISE:
             row["met"] = row["ratio"] <= MEMORY_TARGET
-        rows.append(row)
         print(f"  memory {name}: +{extra / 2**20:.0f} MiB", file=sys.stderr, flush=True)
     return rows
 
@@ -380,6 +390,9 @@ def fit_table(fits: dict[str, dict[str, dict]]) -> str:
 def memory_table(rows: list[dict]) -> str:
     lines = [f"{'rule':<15}{'extra MiB':>10}{'matrix MiB':>12}{'peak/matrix':>13}{'met':>5}"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['rule']:<15} skipped: {r['skipped']}")
+            continue
         met = {True: "yes", False: "NO"}.get(r.get("met"), "-")
         lines.append(
             f"{r['rule']:<15}{r['extra_bytes'] / 2**20:>10.0f}{r['matrix_bytes'] / 2**20:>12.0f}"
@@ -415,6 +428,13 @@ def main() -> None:
     parser.add_argument("--flower-budget", type=float, help="seconds a Flower cell may take")
     parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument(
+        "--memory-only",
+        nargs=2,
+        type=float,
+        metavar=("N", "D"),
+        help="only measure memory, at this cell (e.g. 100 1e7)",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON record here")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -422,6 +442,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(args.memory_worker, args.n, args.d)
+        return
+    if args.memory_only:
+        n, d = (int(v) for v in args.memory_only)
+        rows = memory(n, d)
+        print(f"\npeak memory of aggregating, n={n}, d={d:.0e} (target <= {MEMORY_TARGET}x)")
+        print(memory_table(rows))
+        print("\n" + json.dumps(rows, indent=2))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
         return
     profile = PROFILES["quick" if args.quick else args.profile]
     budget = args.flower_budget or profile["flower_budget"]
