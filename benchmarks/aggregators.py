@@ -421,6 +421,12 @@ def goals(rows: list[dict]) -> dict:
     }
 
 
+def write_json(path: Path, record: dict | list) -> None:
+    """Write ``record`` to ``path`` (after every cell too, so a stopped run keeps its cells)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
@@ -450,8 +456,7 @@ def main() -> None:
         print(memory_table(rows))
         print("\n" + json.dumps(rows, indent=2))
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+            write_json(args.json, rows)
         return
     profile = PROFILES["quick" if args.quick else args.profile]
     budget = args.flower_budget or profile["flower_budget"]
@@ -472,6 +477,8 @@ def main() -> None:
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
             continue
         rows += run_cell(n, d, budget, rows, args.all_rules)
+        if args.json:
+            write_json(args.json, record | {"grid": rows, "partial": True})
     record["grid"] = rows
     record["fits"] = {key: fit_exponents(rows, key) for key in ("ours_s", "legacy_s", "msg_s")}
     record["goals"] = goals(rows)
@@ -490,8 +497,7 @@ def main() -> None:
     print(f"\ngoals: {json.dumps(record['goals'])}")
     print("\n" + json.dumps(record, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":
