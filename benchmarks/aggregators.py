@@ -472,7 +472,7 @@ def main() -> None:
     }
     rows: list[dict] = []
     for n, d in profile["cells"]:
-        if available_bytes() < 2.5 * n * d * 4:
+        if available_bytes() < 3.5 * n * d * 4:
             record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
             continue
