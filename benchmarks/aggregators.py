@@ -421,6 +421,14 @@ def goals(rows: list[dict]) -> dict:
     }
 
 
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    """``"1000x1e5,100x1e7"`` -> ``[(1000, 100000), (100, 10000000)]``."""
+    try:
+        return [(int(float(n)), int(float(d))) for n, d in (c.split("x") for c in text.split(","))]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--cells: expected NxD[,NxD...], got {text!r}") from exc
+
+
 def write_json(path: Path, record: dict | list) -> None:
     """Write ``record`` to ``path`` (after every cell too, so a stopped run keeps its cells)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,6 +440,9 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--quick", action="store_true", help="same as --profile quick")
     parser.add_argument("--flower-budget", type=float, help="seconds a Flower cell may take")
+    parser.add_argument(
+        "--cells", type=parse_cells, help="run these cells instead, e.g. 1000x1e5,100x1e7"
+    )
     parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
     parser.add_argument(
@@ -468,10 +479,11 @@ def main() -> None:
         "beta": BETA,
         "f": "n // 10",
         "flower_budget_s": budget,
+        "cells": args.cells or profile["cells"],
         "skipped_cells": [],
     }
     rows: list[dict] = []
-    for n, d in profile["cells"]:
+    for n, d in args.cells or profile["cells"]:
         if available_bytes() < 3.5 * n * d * 4:
             record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
