@@ -443,6 +443,11 @@ def main() -> None:
     parser.add_argument(
         "--cells", type=parse_cells, help="run these cells instead, e.g. 1000x1e5,100x1e7"
     )
+    parser.add_argument(
+        "--predict-from",
+        type=Path,
+        help="JSON of an earlier run whose cells also feed the Flower time predictions",
+    )
     parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
     parser.add_argument(
@@ -483,12 +488,13 @@ def main() -> None:
         "skipped_cells": [],
     }
     rows: list[dict] = []
+    prior = json.loads(args.predict_from.read_text())["grid"] if args.predict_from else []
     for n, d in args.cells or profile["cells"]:
         if available_bytes() < 3.5 * n * d * 4:
             record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
             continue
-        rows += run_cell(n, d, budget, rows, args.all_rules)
+        rows += run_cell(n, d, budget, prior + rows, args.all_rules)
         if args.json:
             write_json(args.json, record | {"grid": rows, "partial": True})
     record["grid"] = rows
