@@ -45,6 +45,7 @@ from clients.semantic_backdoor import (
 )
 from clients.sign_flip import SignFlip, SignFlipClient
 from clients.standalone import StandaloneAttackClient
+from clients.three_dfed import ThreeDFed, ThreeDFedClient
 
 __all__ = [
     "Alie",
@@ -98,5 +99,7 @@ __all__ = [
     "SignFlip",
     "SignFlipClient",
     "StandaloneAttackClient",
+    "ThreeDFed",
+    "ThreeDFedClient",
     "colluding_adversary",
 ]

@@ -37,6 +37,8 @@ class Stream(IntEnum):
     """Which edge cases the edge-case attacker holds out for testing."""
     TARGETED_EXAMPLES = 0xA17E
     """The examples a targeted model-poisoning attacker wants misclassified (AlterMin)."""
+    THREE_DFED = 0x3DFED
+    """The choices 3DFed's colluding attackers share: masked neurons, noise masks, alpha."""
 
 
 class BatchStream(IntEnum):

@@ -150,6 +150,10 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "same_value": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "semantic_backdoor": ("Bagdasaryan et al., AISTATS 2020", "backdoor, data poisoning"),
     "sign_flip": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
+    "three_dfed": (
+        "Li, Pang, Wu, Sun, Wang & Zhou, IEEE S&P 2023",
+        "backdoor, data + model poisoning (colluding, adaptive)",
+    ),
 }
 """Paper and kind of every registered attack."""
 

@@ -37,6 +37,7 @@ from clients import (
     SemanticModelReplacementClient,
     SemanticNaivePoisoningClient,
     SignFlipClient,
+    ThreeDFedClient,
 )
 from flsec_flower.config import ConfigError, ExperimentConfig, StrategyConfig
 from flsec_flower.data import Dataset
@@ -141,6 +142,7 @@ ATTACKS: dict[str, type[HonestClient]] = {
     "same_value": SameValueClient,
     "semantic_backdoor": SemanticBackdoorClient,
     "sign_flip": SignFlipClient,
+    "three_dfed": ThreeDFedClient,
 }
 
 # Keys the runner passes to every strategy; not user parameters.
