@@ -13,7 +13,7 @@ from torch import nn
 
 from clients.attack import AttackClient
 from clients.model_poisoning import check_number
-from clients.model_replacement import alpha_weighted, anomaly_loss, update_norm
+from clients.model_replacement import alpha_weighted, anomaly_loss
 from clients.pixel_trojan import PixelTrigger, backdoor_metric
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
@@ -34,6 +34,22 @@ ACCEPTED = "three_dfed_accepted"
 
 WEAK_DP = "three_dfed_weak_dp"
 """Fit-metrics key: whether last round's feedback showed server noise (tuning disabled)."""
+
+
+def flatten(arrays: NDArrays) -> np.ndarray:
+    """All arrays as one float64 vector."""
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+
+
+def unflatten(vector: np.ndarray, like: NDArrays) -> NDArrays:
+    """``vector`` cut into the shapes and dtypes of ``like`` (integers rounded)."""
+    out, start = [], 0
+    for a in like:
+        a = np.asarray(a)
+        part = vector[start : start + a.size].reshape(a.shape)
+        start += a.size
+        out.append((np.rint(part) if np.issubdtype(a.dtype, np.integer) else part).astype(a.dtype))
+    return out
 
 
 def output_layer(weights: NDArrays, num_classes: int) -> tuple[int, int | None]:
@@ -73,25 +89,23 @@ def mask_support(
     return support
 
 
-def zero_sum_masks(
-    support: list[np.ndarray], count: int, scale: float, rng: np.random.Generator
-) -> list[list[np.ndarray]]:
-    r"""``count`` noise masks on ``support`` that sum to zero.
+def zero_sum_masks(size: int, count: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    r"""``count`` noise masks of ``size`` coordinates that sum to zero, shape ``(count, size)``.
 
-    :math:`m_r = s\,(z_r - \bar z)` with :math:`z_r \sim \mathcal N(0, I)` on
-    the support (zero elsewhere), :math:`\bar z = \frac1M \sum_r z_r` and
-    :math:`s` = ``scale``: the authors' initialisation, centred so that
-    :math:`\sum_r m_r = 0` holds exactly (their Lagrangian constraint).
+    :math:`m_r = s\,(z_r - \bar z)` with :math:`z_r \sim \mathcal N(0, I)`,
+    :math:`\bar z = \frac1M \sum_r z_r` and :math:`s` = ``scale``: the
+    authors' initialisation, centred so that :math:`\sum_r m_r = 0` holds
+    exactly (their Lagrangian constraint). The coordinates are those of
+    the support (:func:`mask_support`).
 
     Examples
     --------
-    >>> masks = zero_sum_masks([np.array([True, False])], 3, 1.0, np.random.default_rng(0))
-    >>> abs(float(sum(m[0][0] for m in masks))) < 1e-12, [float(m[0][1]) for m in masks]
-    (True, [0.0, 0.0, 0.0])
+    >>> masks = zero_sum_masks(2, 3, 1.0, np.random.default_rng(0))
+    >>> masks.shape, bool(np.abs(masks.sum(axis=0)).max() < 1e-12)
+    ((3, 2), True)
     """
-    z = [[np.where(s, rng.standard_normal(s.shape), 0.0) for s in support] for _ in range(count)]
-    mean = [sum(zr[i] for zr in z) / count for i in range(len(support))]
-    return [[scale * (zr[i] - mean[i]) for i in range(len(support))] for zr in z]
+    z = rng.standard_normal((count, size))
+    return scale * (z - z.mean(axis=0))
 
 
 def mask_scale(alpha: float, std: float) -> float:
@@ -110,31 +124,27 @@ def mask_scale(alpha: float, std: float) -> float:
     return std * math.sqrt(alpha / (1.0 - alpha))
 
 
-def indicator_positions(
-    change: NDArrays, layer: int, excluded: np.ndarray, count: int
-) -> np.ndarray:
-    r"""Flat indices (over all arrays) of ``count`` indicators in array ``layer``.
+def indicator_positions(change: np.ndarray, excluded: np.ndarray, count: int) -> np.ndarray:
+    r"""Flat indices into ``change`` of ``count`` indicators, attacker ``r`` taking the ``r``-th.
 
-    The coordinates of ``change[layer]`` outside ``excluded`` with the
-    smallest :math:`|\Delta_j|` (ties by position, non-finite as largest),
-    in that order: attacker ``r`` takes the ``r``-th.
+    The coordinates outside ``excluded`` with the smallest :math:`|\Delta_j|`
+    (ties by position, non-finite as largest), in that order.
 
     Examples
     --------
-    >>> change = [np.zeros(2), np.array([0.3, 0.1, 0.0, 0.2])]
-    >>> indicator_positions(change, 1, np.array([False, False, True, False]), 2).tolist()
-    [3, 5]
+    >>> change = np.array([0.3, 0.1, 0.0, 0.2])
+    >>> indicator_positions(change, np.array([False, False, True, False]), 2).tolist()
+    [1, 3]
     """
-    values = np.abs(np.asarray(change[layer], np.float64)).ravel()
-    values = np.where(np.isfinite(values) & ~excluded.ravel(), values, np.inf)
-    allowed = int((~excluded).sum())
-    if count > allowed:
+    values = np.abs(np.asarray(change, np.float64)).ravel()
+    keep = ~np.asarray(excluded, bool).ravel()
+    values = np.where(np.isfinite(values), values, np.inf)
+    if count > int(keep.sum()):
         raise ValueError(
-            f"mask_neurons: {count} indicators need {count} coordinates of array {layer} "
-            f"outside the noise masks; {allowed} are left"
+            f"mask_neurons: {count} indicators need {count} coordinates of the indicator "
+            f"layer outside the noise masks; {int(keep.sum())} are left"
         )
-    offset = sum(np.size(c) for c in change[:layer])
-    return offset + np.argsort(values, kind="stable")[:count]
+    return np.lexsort((values, ~keep))[:count]
 
 
 def read_indicators(feedback: np.ndarray, threshold: float) -> tuple[list[str], bool]:
@@ -391,23 +401,31 @@ class ThreeDFedClient(AttackClient):
             self.state.save(MEMORY, memory, server_round, self.checkpoint_dir)
         self.memory = memory
 
-    def tuned_alpha(self, global_weights: NDArrays, server_round: int) -> float:
-        r""":math:`\alpha` of this round: tuned from last round's indicators, else drawn."""
+    def last_round(
+        self, global_weights: NDArrays, server_round: int
+    ) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """Last round's indicators, alpha and flat global model; ``None`` unless kept then."""
         memory = self._recall(server_round)
+        if memory is None or int(memory[0][0]) != server_round - 1:
+            return None
+        previous = memory[3:]
+        if [p.shape for p in previous] != [np.shape(g) for g in global_weights]:
+            return None
+        return memory[1].astype(np.int64), float(memory[2][0]), flatten(previous)
+
+    def tuned_alpha(
+        self,
+        global_flat: np.ndarray,
+        last: tuple[np.ndarray, float, np.ndarray] | None,
+        server_round: int,
+    ) -> float:
+        r""":math:`\alpha` of this round: tuned from last round's indicators, else drawn."""
         rng = self.shared_rng(server_round, 0)
         floor = self.params.mask_alpha
-        if memory is None or int(memory[0][0]) != server_round - 1:
+        if last is None:
             return min(max(float(rng.uniform(floor, 1.0)), 0.01), 0.99)
-        positions, alpha, previous = memory[1], float(memory[2][0]), memory[3:]
-        if [p.shape for p in previous] != [np.shape(g) for g in global_weights]:
-            return alpha
-        change = np.concatenate(
-            [
-                (np.asarray(g, np.float64) - np.asarray(p, np.float64)).ravel()
-                for p, g in zip(previous, global_weights, strict=True)
-            ]
-        )
-        feedback = change[positions.astype(np.int64)] / self.params.indicator_value
+        positions, alpha, previous = last
+        feedback = (global_flat - previous)[positions] / self.params.indicator_value
         accept, weak_dp = read_indicators(feedback, self.params.reject_threshold)
         self.round_metrics[WEAK_DP] = weak_dp
         if not weak_dp:
@@ -421,45 +439,41 @@ class ThreeDFedClient(AttackClient):
             return trained
         p = self.params
         num_classes = self.env.dataset.num_classes
-        alpha = self.tuned_alpha(global_weights, server_round)
+        g = flatten(global_weights)
+        last = self.last_round(global_weights, server_round)
+        alpha = self.tuned_alpha(g, last, server_round)
         self.round_metrics[ALPHA] = alpha
-        g64 = [np.asarray(g, np.float64) for g in global_weights]
-        backdoor = [np.asarray(x, np.float64) - g for g, x in zip(g64, trained, strict=True)]
-        norm = update_norm(global_weights, trained)
+        update = flatten(trained) - g
+        norm = float(np.linalg.norm(update))
         scale = 1.0
         if 0.0 < norm < math.inf:
-            scale = max(1.0, min(update_norm(global_weights, self.benign) / norm, p.max_scale))
+            benign = float(np.linalg.norm(flatten(self.benign) - g))
+            scale = max(1.0, min(benign / norm, p.max_scale))
         others = [c for c in range(num_classes) if c != p.target_class]
         neurons = self.shared_rng(server_round, 1).permutation(others)[: p.mask_neurons]
         support = mask_support(global_weights, num_classes, neurons)
+        flat_support = np.concatenate([m.ravel() for m in support])
         masks = zero_sum_masks(
-            support, self.count, mask_scale(alpha, p.mask_std), self.shared_rng(server_round, 2)
+            int(flat_support.sum()),
+            self.count,
+            mask_scale(alpha, p.mask_std),
+            self.shared_rng(server_round, 2),
         )
         out, _ = output_layer(global_weights, num_classes)
         layer = max((i for i in range(out) if np.ndim(global_weights[i]) >= 2), default=out)
-        memory = self._recall(server_round)
-        previous = (
-            memory[3:]
-            if memory is not None and int(memory[0][0]) == server_round - 1
-            else global_weights
-        )
-        change = [g - np.asarray(q, np.float64) for g, q in zip(g64, previous, strict=True)]
-        positions = indicator_positions(change, layer, support[layer], self.count)
-        sent = [g + scale * b + m for g, b, m in zip(g64, backdoor, masks[self.rank], strict=True)]
-        flat = [s.ravel() for s in sent]
-        offset = sum(np.size(g) for g in global_weights[:layer])
-        own = int(positions[self.rank]) - offset
-        flat[layer][own] = g64[layer].ravel()[own] + p.indicator_value
+        start = sum(np.size(w) for w in global_weights[:layer])
+        stop = start + np.size(global_weights[layer])
+        change = g[start:stop] - (g if last is None else last[2])[start:stop]
+        positions = start + indicator_positions(change, support[layer], self.count)
+        sent = g + scale * update
+        sent[flat_support] += masks[self.rank]
+        own = positions[self.rank]
+        sent[own] = g[own] + p.indicator_value
         self._keep(
             [np.array([server_round]), positions, np.array([alpha]), *global_weights],
             server_round,
         )
-        return [
-            (np.rint(f) if np.issubdtype(np.asarray(g).dtype, np.integer) else f)
-            .reshape(np.shape(g))
-            .astype(np.asarray(g).dtype)
-            for f, g in zip(flat, global_weights, strict=True)
-        ]
+        return unflatten(sent, global_weights)
 
     def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
         r"""The attack tags and, while active, :math:`\alpha` and the last reading."""

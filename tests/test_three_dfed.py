@@ -59,14 +59,13 @@ def attack_round(params, weights, server_round, states):
     return replies
 
 
-def test_zero_sum_masks_cancel_and_stay_on_their_support():
-    support = [np.array([[True, False], [False, True]]), np.array([True, False])]
-    masks = zero_sum_masks(support, 4, 0.5, np.random.default_rng(1))
-    for i, s in enumerate(support):
-        total = sum(m[i] for m in masks)
-        np.testing.assert_allclose(total, 0.0, atol=1e-12)
-        assert all((m[i][~s] == 0).all() and (m[i][s] != 0).all() for m in masks)
-    assert zero_sum_masks(support, 1, 0.5, np.random.default_rng(1))[0][1].tolist() == [0.0, 0.0]
+def test_zero_sum_masks_cancel():
+    masks = zero_sum_masks(5, 4, 0.5, np.random.default_rng(1))
+    assert masks.shape == (4, 5) and (masks != 0).all()
+    np.testing.assert_allclose(masks.sum(axis=0), 0.0, atol=1e-12)
+    z = np.random.default_rng(1).standard_normal((4, 5))  # by hand: 0.5 (z_r - mean z)
+    np.testing.assert_allclose(masks, 0.5 * (z - z.mean(axis=0)))
+    assert (zero_sum_masks(2, 1, 0.5, np.random.default_rng(1)) == 0).all()
 
 
 def test_mask_support_is_the_output_rows_of_the_chosen_neurons():
@@ -82,11 +81,12 @@ def test_mask_support_is_the_output_rows_of_the_chosen_neurons():
 
 
 def test_indicators_are_the_smallest_global_changes_outside_the_masks():
-    change = [np.ones(3), np.array([[0.2, -0.05], [0.0, 0.3]])]
-    excluded = np.array([[False, False], [True, False]])  # the 0.0 is masked
-    assert indicator_positions(change, 1, excluded, 3).tolist() == [4, 3, 6]
+    change = np.array([[0.2, -0.05], [0.0, np.nan], [0.3, 0.05]])
+    excluded = np.array([[False, False], [True, False], [False, False]])  # the 0.0 is masked
+    # |change| outside the mask: 0.2, 0.05, nan (largest), 0.3, 0.05 (tie: by position)
+    assert indicator_positions(change, excluded, 5).tolist() == [1, 5, 0, 4, 3]
     with pytest.raises(ValueError, match="mask_neurons"):
-        indicator_positions(change, 1, excluded, 4)
+        indicator_positions(change, excluded, 6)
 
 
 def test_reading_and_tuning_by_hand():
@@ -171,8 +171,8 @@ def test_masked_sybils_pass_foolsgold_that_zeroes_the_plain_backdoor():
     honest = rng.normal(size=(5, d))
     backdoor = rng.normal(size=d)  # every attacker sends the same backdoor update
     plain = np.stack([backdoor] * 3)
-    masks = zero_sum_masks(support, 3, mask_scale(0.9, 1.0), rng)
-    masked = plain + np.stack([np.concatenate([a.ravel() for a in m]) for m in masks])
+    masked = plain.copy()
+    masked[:, flat_support] += zero_sum_masks(int(flat_support.sum()), 3, mask_scale(0.9, 1.0), rng)
     for attackers, caught in ((plain, True), (masked, False)):
         w = foolsgold_weights(torch.as_tensor(np.vstack([honest, attackers])))
         assert bool((w[5:] == 0).all()) is caught
