@@ -282,12 +282,14 @@ class ThreeDFedClient(AttackClient):
        are drawn; the masks :math:`m_1 .. m_M` live on their rows of the
        output layer and sum to zero (:func:`zero_sum_masks`, scale
        :func:`mask_scale` of :math:`\alpha`), so the aggregate is unchanged
-       while each attacker's update looks different (and the non-target
-       neurons' update energy grows, against DeepSight/FLAME-style checks).
+       while each attacker's update looks different (the authors also aim
+       to raise the non-target neurons' update energy, which DeepSight
+       inspects).
     3. *Indicators.* Attacker ``r`` writes :math:`v` at its indicator
        :math:`I_r` (:func:`indicator_positions`: the ``r``-th coordinate of
        the chosen layer, outside the masks, with the smallest change of the
-       global model in the previous round). It sends :math:`G + s
+       global model in the previous round; in the first active round, with
+       no earlier global model kept, the first allowed coordinates). It sends :math:`G + s
        \Delta_{bd} + m_r`, with update :math:`v` at :math:`I_r`.
 
     In the next active round it reads :math:`f_r = (G_{t+1} - G_t)[I_r] / v`
