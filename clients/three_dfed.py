@@ -105,7 +105,8 @@ def zero_sum_masks(size: int, count: int, scale: float, rng: np.random.Generator
     ((3, 2), True)
     """
     z = rng.standard_normal((count, size))
-    return scale * (z - z.mean(axis=0))
+    masks: np.ndarray = scale * (z - z.mean(axis=0))
+    return masks
 
 
 def mask_scale(alpha: float, std: float) -> float:
