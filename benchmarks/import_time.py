@@ -5,13 +5,17 @@ deployment, so an app that uses our attacks pays ``import clients`` per
 message. Each case starts a fresh ``python -c "import X"`` (this checkout
 first on ``PYTHONPATH``) and times it to exit, wall clock; the median over
 ``--repeats`` runs is reported. ``strategies`` and ``clients`` are checked
-against the 1 s target. Reference rows (the empty interpreter, ``torch``,
-``flwr``, and ``torch`` + ``flwr.common`` together) show the floor set by
-the two dependencies every rule and attack needs at module load; the
-``over floor`` column is a case's median minus that floor. The modules
-loaded are listed for the heavy optional dependencies (pandas, torchvision,
-scikit-learn, scipy, matplotlib), which must not appear. Prints a table and
-the JSON record.
+against the 1 s target: they resolve their names on first use, so the
+import alone loads neither torch nor Flower (``torch``/``flwr`` columns).
+What an app pays once it uses a rule or an attack is in the rows
+``strategies.krum`` (a rule), ``clients.mods`` (the client mods of a
+Message-API app) and our own client and server apps. Reference rows (the
+empty interpreter, ``torch``, ``flwr``, and ``torch`` + ``flwr.common``
+together) show the floor set by the two dependencies every rule and attack
+needs; the ``over floor`` column is a case's median minus that floor. The
+modules loaded are listed for the heavy optional dependencies (pandas,
+torchvision, scikit-learn, scipy, matplotlib), which must not appear. Prints
+a table and the JSON record.
 
     python benchmarks/import_time.py --repeats 5
 """
@@ -32,12 +36,19 @@ TARGET_SECONDS = 1.0
 HEAVY = ("pandas", "torchvision", "sklearn", "scipy", "matplotlib")
 FLOOR = "torch, flwr.common"
 REFERENCES = ("sys", "torch", "flwr", FLOOR)
-CASES = ("strategies", "clients", "flsec_flower.app.client_app", "flsec_flower.app.server_app")
+CASES = (
+    "strategies",
+    "clients",
+    "strategies.krum",
+    "clients.mods",
+    "flsec_flower.app.client_app",
+    "flsec_flower.app.server_app",
+)
 TARGETED = ("strategies", "clients")
 
 
 def time_import(module: str, repeats: int) -> dict:
-    """Median and max wall seconds of a fresh ``import module``, and heavy modules it loaded."""
+    """Median and max wall seconds of a fresh ``import module``; what it loaded of note."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     code = f"import sys, {module}; print('\\n'.join(sys.modules))"
     seconds, loaded = [], set()
@@ -57,6 +68,8 @@ def time_import(module: str, repeats: int) -> dict:
         "median_s": statistics.median(seconds),
         "max_s": max(seconds),
         "heavy_loaded": sorted(loaded & set(HEAVY)),
+        "torch_loaded": "torch" in loaded,
+        "flwr_loaded": "flwr" in loaded,
     }
 
 
@@ -67,13 +80,22 @@ def main() -> None:
     args = parser.parse_args()
     results = {m: time_import(m, args.repeats) for m in (*REFERENCES, *CASES)}
     floor = results[FLOOR]["median_s"]
-    print(f"{'import':<30} {'median s':>9} {'max s':>7} {'over floor':>11} {'target':>7}  heavy")
+    print(
+        f"{'import':<30} {'median s':>9} {'max s':>7} {'over floor':>11} {'target':>7} "
+        f"{'torch':>5} {'flwr':>5}  heavy"
+    )
     for name, r in results.items():
         target = ("ok" if r["median_s"] < TARGET_SECONDS else "MISSED") if name in TARGETED else ""
         over = f"{r['median_s'] - floor:>11.3f}" if name in CASES else f"{'':>11}"
         heavy = ",".join(r["heavy_loaded"]) or "-"
-        print(f"{name:<30} {r['median_s']:>9.3f} {r['max_s']:>7.3f} {over} {target:>7}  {heavy}")
+        torch, flwr = ("yes" if r[k] else "no" for k in ("torch_loaded", "flwr_loaded"))
+        print(
+            f"{name:<30} {r['median_s']:>9.3f} {r['max_s']:>7.3f} {over} {target:>7} "
+            f"{torch:>5} {flwr:>5}  {heavy}"
+        )
     record = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_1m": os.getloadavg()[0],
         "target_s": TARGET_SECONDS,
         "repeats": args.repeats,
         "floor": FLOOR,

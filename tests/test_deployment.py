@@ -1,20 +1,32 @@
-"""A real Flower deployment on loopback: SuperLink + 4 SuperNodes, an outside app, ``flwr run``.
+"""A real Flower deployment on loopback: SuperLink + 5 SuperNodes, outside apps, ``flwr run``.
 
-The app in ``examples/deployment-app`` is written as a user would write it
-(its own ``pyproject.toml``, legacy ``ServerAppComponents`` + ``NumPyClient``)
-and imports our ``Krum`` and ``SignFlipClient`` as a library. The topology is
-the one of ``docker/compose.yaml`` without Docker: ``flower-superlink
---insecure`` on a free port, four ``flower-supernode --insecure`` with their
-own ports and ``--node-config "partition-id=i num-partitions=4"``, a
-``FLWR_HOME`` holding ``[superlink.deploy]`` in ``config.toml``, runtime
-dependency installation disabled. ``flwr run`` exits 0 even when a run
-fails, so the run's status is read with ``flwr ls``; the server app writes
-one JSON line per round (Krum's selection, the attackers that acted, the
-failures), which the assertions read.
+Two apps written as a user would write them, each with its own
+``pyproject.toml``, import our rules and attacks as a library:
+
+- ``examples/deployment-app`` (legacy ``ServerAppComponents`` +
+  ``NumPyClient``): our ``Krum`` and ``SignFlipClient``;
+- ``examples/message-api`` (Message API: ``@app.main()``, a ``Grid``, client
+  mods): our ``MessageStrategy(Bucketing(Krum(f=1), s))`` and the sign-flip
+  client mod. Its default ``s = 2`` needs 10 nodes; here it runs with
+  ``s = 1`` (no bucketing) and ``min-nodes = 5``, so Krum with ``f = 1`` on
+  five nodes (``n >= 2f + 3``).
+
+The topology is the one of ``docker/compose.yaml`` without Docker:
+``flower-superlink --insecure`` on a free port, five ``flower-supernode
+--insecure`` with their own ports and ``--node-config "partition-id=i
+num-partitions=5"``, a ``FLWR_HOME`` holding ``[superlink.deploy]`` in
+``config.toml``, runtime dependency installation disabled. One federation
+serves every test of the module (starting it is a good part of the cost);
+the test that kills a SuperNode runs last. ``flwr run`` exits 0 even when a
+run fails, so the run's status is read with ``flwr ls``; the server apps
+write per-round diagnostics (the rule's selection, the attackers that acted,
+the failures), which the assertions read.
 
 Every process is started in its own session and stopped by id (its process
-group) when the test ends, passed or failed; anything left that carries the
-test's private ``FLWR_HOME`` in its environment is killed by id too.
+group) when the module's tests end, passed or failed; anything left that
+carries the federation's private ``FLWR_HOME`` in its environment is killed
+by id too. A run a failed test leaves behind is stopped (``flwr stop``)
+before the next test.
 """
 
 from __future__ import annotations
@@ -40,8 +52,9 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "examples" / "deployment-app"
+MESSAGE_APP = REPO / "examples" / "message-api"
 BIN = Path(sys.executable).parent
-NUM_NODES = 4
+NUM_NODES = 5
 ATTACKER = 0
 
 
@@ -165,11 +178,11 @@ class Deployment:
             time.sleep(1)
         raise TimeoutError(f"{online} of {count} SuperNodes online after {timeout} s")
 
-    def submit(self, run_config: dict[str, object]) -> int:
-        """``flwr run . deploy`` with ``run_config``; return the run id."""
+    def submit(self, run_config: dict[str, object], app: Path = APP) -> int:
+        """``flwr run <app> deploy`` with ``run_config``; return the run id."""
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
         done = self.flwr(
-            "run", ".", "deploy", "--format", "json", "--run-config", overrides, timeout=120
+            "run", str(app), "deploy", "--format", "json", "--run-config", overrides, timeout=120
         )
         payload = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
         if done.returncode != 0 or not payload.get("success"):
@@ -183,14 +196,36 @@ class Deployment:
         return json.loads(ls.stdout)["runs"][0]
 
     def wait_finished(self, run_id: int, timeout: float) -> dict:
-        """Poll ``flwr ls`` until the run's status is final; return its row."""
+        """Poll ``flwr ls`` until the run's status is final; return its row.
+
+        Every ``flwr`` call is a fresh Python process; polling every 2 s
+        leaves the cores to the run.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = self.status(run_id)
             if row["status"].startswith("finished"):
                 return row
-            time.sleep(1)
+            time.sleep(2)
         raise TimeoutError(f"run {run_id} not finished after {timeout} s: {self.status(run_id)}")
+
+    def stop_unfinished_runs(self) -> None:
+        """``flwr stop`` every run that is not finished (one a failed test left behind)."""
+        ls = self.flwr("ls", "deploy", "--format", "json")
+        if ls.returncode != 0:
+            return
+        for row in json.loads(ls.stdout)["runs"]:
+            if not row["status"].startswith("finished"):
+                self.flwr("stop", str(row["run-id"]), "deploy")
+
+    def check_supernodes(self) -> None:
+        """Fail when a SuperNode is gone (the test that kills one must run last)."""
+        dead = sorted(pid for pid, proc in self.supernodes.items() if proc.poll() is not None)
+        if dead:
+            raise RuntimeError(
+                f"SuperNode(s) {dead} are not running; "
+                "test_run_finishes_after_an_honest_supernode_is_killed must run last"
+            )
 
     def kill_supernode(self, partition_id: int) -> None:
         """SIGKILL a SuperNode and everything it started (a machine that dies)."""
@@ -229,9 +264,9 @@ class Deployment:
                 p.wait(timeout=10)
 
 
-@pytest.fixture
-def deployment() -> Iterator[Deployment]:
-    """A SuperLink with four SuperNodes online; everything stopped afterwards."""
+@pytest.fixture(scope="module")
+def federation() -> Iterator[Deployment]:
+    """A SuperLink with five SuperNodes online, for the module; everything stopped afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="flsec_deploy_"))
     dep = Deployment(tmp)
     try:
@@ -245,6 +280,16 @@ def deployment() -> Iterator[Deployment]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture
+def deployment(federation: Deployment) -> Iterator[Deployment]:
+    """The module's federation, every SuperNode running; a run left unfinished is stopped."""
+    federation.check_supernodes()
+    try:
+        yield federation
+    finally:
+        federation.stop_unfinished_runs()
+
+
 def _rounds(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -252,7 +297,7 @@ def _rounds(path: Path) -> list[dict]:
 
 
 def _submit(dep: Deployment, rounds: int) -> tuple[int, Path]:
-    metrics = dep.tmp / "rounds.jsonl"
+    metrics = dep.tmp / f"rounds-{time.monotonic_ns()}.jsonl"
     run_id = dep.submit(
         {
             "num-server-rounds": rounds,
@@ -272,12 +317,44 @@ def test_krum_excludes_the_sign_flipping_supernode(deployment: Deployment) -> No
     for r in rounds:
         assert r["participants"] == list(range(NUM_NODES))
         assert r["attack_participants"] == [ATTACKER]  # the attacker acted every round
-        assert r["f_used"] == 0  # Krum(f=1) needs n > 4: on_too_few="reduce_f" ran f=0
+        assert r["f_used"] == 1  # Krum(f=1) on n = 5 >= 2f + 3
         assert len(r["selected"]) == 1
         assert ATTACKER not in r["selected"]
 
 
+def test_message_api_example_excludes_the_sign_flip_mod_node(deployment: Deployment) -> None:
+    results = deployment.tmp / "robustdigits.json"
+    rounds = 2
+    run_id = deployment.submit(
+        {
+            "num-server-rounds": rounds,
+            "min-nodes": NUM_NODES,
+            "bucket-size": 1,  # s = 2 on five nodes leaves 3 bucket means: too few for f = 1
+            "krum-f": 1,
+            "attack": "sign-flip",
+            "num-attackers": 1,  # partition 0
+            "results-file": str(results),
+        },
+        app=MESSAGE_APP,
+    )
+    row = deployment.wait_finished(run_id, timeout=180)
+    assert row["status"] == "finished:completed", deployment.run_log(run_id)
+    out = json.loads(results.read_text())
+    diagnostics = [out["rounds"][str(r)] for r in range(1, rounds + 1)]
+    # Rows are identified by node id (the SuperLink's, not a client's claim).
+    attackers = {tuple(d["attack_participants"]) for d in diagnostics}
+    assert len(attackers) == 1 and len(next(iter(attackers))) == 1, diagnostics
+    (attacker,) = next(iter(attackers))  # the same node attacked every round
+    for d in diagnostics:
+        assert len(d["participants"]) == NUM_NODES and attacker in d["participants"]
+        assert d["f_used"] == 1
+        assert len(d["selected"]) == 1 and attacker not in d["selected"]
+    accuracy = {int(k): v for k, v in out["accuracy"].items()}
+    assert accuracy[rounds] > 0.6 > accuracy[0], accuracy  # 10 classes: chance is 0.1
+
+
 def test_run_finishes_after_an_honest_supernode_is_killed(deployment: Deployment) -> None:
+    # Last in the module: the federation keeps one SuperNode fewer afterwards.
     # Flower's defaults (min_fit_clients = min_available_clients = 2), as the app keeps
     # them: the dead node's reply counts as a failure and later rounds go on without it.
     victim = NUM_NODES - 1
@@ -293,6 +370,8 @@ def test_run_finishes_after_an_honest_supernode_is_killed(deployment: Deployment
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert victim not in rounds[-1]["participants"]
     assert len(rounds[-1]["participants"]) == NUM_NODES - 1
+    assert rounds[0]["f_used"] == 1
+    assert rounds[-1]["f_used"] == 0  # four nodes left: on_too_few="reduce_f" ran f = 0
     for r in rounds:
         assert r["attack_participants"] == [ATTACKER]
         assert ATTACKER not in r["selected"]

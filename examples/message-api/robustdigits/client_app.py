@@ -19,16 +19,22 @@ def attacker_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     (node config) is below ``num-attackers`` (run config). It replies
     ``G - attack-scale * (X - G)``: ``clients.mods.sign_flip_mod`` for a
     scale of 1, the same attack with its ``scale`` parameter otherwise.
+    ``clients.mods.tag_mod`` also marks the reply as attacking: ground truth
+    for the server's diagnostics (``attack_participants``), read by no rule.
     """
     attacks = context.run_config["attack"] == "sign-flip"
     if attacks and int(context.node_config["partition-id"]) < int(
         context.run_config["num-attackers"]
     ):
-        from clients.mods import attack_mod, sign_flip_mod
+        from clients.mods import attack_mod, sign_flip_mod, tag_mod
 
         scale = float(context.run_config["attack-scale"])
         mod = sign_flip_mod if scale == 1.0 else attack_mod("sign_flip", scale=scale)
-        return mod(msg, context, call_next)
+
+        def forged(inner: Message, ctxt: Context) -> Message:
+            return mod(inner, ctxt, call_next)
+
+        return tag_mod()(msg, context, forged)
     return call_next(msg, context)
 
 

@@ -78,4 +78,8 @@ def main(grid: Grid, context: Context) -> None:
 
     results_file = str(context.run_config["results-file"])
     if results_file:
-        Path(results_file).write_text(json.dumps({"accuracy": accuracy}))
+        # flsec's per-round diagnostics by node id: participants, the replies tagged
+        # as attacking, the nodes Krum selected, the f it used (Flower's FedAvg: none).
+        rule = getattr(strategy, "rule", None)
+        rounds = {r: d.as_record() for r, d in rule.diagnostics.items()} if rule else {}
+        Path(results_file).write_text(json.dumps({"accuracy": accuracy, "rounds": rounds}))
