@@ -94,6 +94,7 @@ class Deployment:
         )
         self.superlink: subprocess.Popen | None = None
         self.supernodes: dict[int, subprocess.Popen] = {}
+        self.open_runs: set[int] = set()  # submitted, not yet seen finished
 
     def _start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (the child writes it)
@@ -187,7 +188,9 @@ class Deployment:
         payload = json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
         if done.returncode != 0 or not payload.get("success"):
             raise RuntimeError(f"flwr run failed ({done.returncode}): {done.stdout}{done.stderr}")
-        return int(payload["run-id"])
+        run_id = int(payload["run-id"])
+        self.open_runs.add(run_id)
+        return run_id
 
     def status(self, run_id: int) -> dict:
         """The run's row of ``flwr ls --run-id``."""
@@ -205,18 +208,16 @@ class Deployment:
         while time.monotonic() < deadline:
             row = self.status(run_id)
             if row["status"].startswith("finished"):
+                self.open_runs.discard(run_id)
                 return row
             time.sleep(2)
         raise TimeoutError(f"run {run_id} not finished after {timeout} s: {self.status(run_id)}")
 
     def stop_unfinished_runs(self) -> None:
-        """``flwr stop`` every run that is not finished (one a failed test left behind)."""
-        ls = self.flwr("ls", "deploy", "--format", "json")
-        if ls.returncode != 0:
-            return
-        for row in json.loads(ls.stdout)["runs"]:
-            if not row["status"].startswith("finished"):
-                self.flwr("stop", str(row["run-id"]), "deploy")
+        """``flwr stop`` every run not seen finished (one a failed test left behind)."""
+        for run_id in sorted(self.open_runs):
+            self.flwr("stop", str(run_id), "deploy")
+        self.open_runs.clear()
 
     def check_supernodes(self) -> None:
         """Fail when a SuperNode is gone (the test that kills one must run last)."""
