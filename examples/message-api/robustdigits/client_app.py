@@ -19,8 +19,10 @@ def attacker_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     (node config) is below ``num-attackers`` (run config). It replies
     ``G - attack-scale * (X - G)``: ``clients.mods.sign_flip_mod`` for a
     scale of 1, the same attack with its ``scale`` parameter otherwise.
-    ``clients.mods.tag_mod`` also marks the reply as attacking: ground truth
-    for the server's diagnostics (``attack_participants``), read by no rule.
+    Under flsec's defence, ``clients.mods.tag_mod`` also marks the reply as
+    attacking: ground truth for the server's diagnostics
+    (``attack_participants``), read by no rule. Not under Flower's FedAvg,
+    which averages the train metrics and needs the same keys from every node.
     """
     attacks = context.run_config["attack"] == "sign-flip"
     if attacks and int(context.node_config["partition-id"]) < int(
@@ -30,6 +32,9 @@ def attacker_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
 
         scale = float(context.run_config["attack-scale"])
         mod = sign_flip_mod if scale == 1.0 else attack_mod("sign_flip", scale=scale)
+
+        if context.run_config["defence"] == "fedavg":
+            return mod(msg, context, call_next)
 
         def forged(inner: Message, ctxt: Context) -> Message:
             return mod(inner, ctxt, call_next)
