@@ -76,7 +76,8 @@ def distance_to(
                 for p, g, b in zip(model.parameters(), reference, benign, strict=True)
             ]
         )
-        return diff.norm()
+        norm: torch.Tensor = torch.linalg.vector_norm(diff)
+        return norm
 
     return loss
 

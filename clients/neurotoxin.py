@@ -132,7 +132,7 @@ def masked_gradients(model: nn.Module, mask: dict[str, np.ndarray]) -> Iterator[
     for name, p in model.named_parameters():
         if name in mask:
             m = torch.as_tensor(mask[name], device=p.device, dtype=p.dtype)
-            handles.append(p.register_hook(lambda g, m=m: g * m))
+            handles.append(p.register_hook(lambda g, m=m: g * m))  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
