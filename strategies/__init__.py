@@ -13,6 +13,7 @@ from strategies.bulyan import Bulyan
 from strategies.centered_clipping import CenteredClipping
 from strategies.clustering import CosineClustering
 from strategies.crfl import CRFL
+from strategies.deepsight import DeepSight
 from strategies.diversefl import DiverseFL
 from strategies.dnc import DnC
 from strategies.dp_noise import DPNoise
@@ -46,6 +47,7 @@ __all__ = [
     "CoordinateMedian",
     "CosineClustering",
     "DPNoise",
+    "DeepSight",
     "DiverseFL",
     "DnC",
     "FLDetector",

@@ -109,6 +109,11 @@ DEFENCES: dict[str, Defence] = {
     "fldetector": Defence("Zhang, Cao, Jia & Gong, KDD 2022", "f < n/2"),
     "auror": Defence("Shen, Tople & Saxena, ACSAC 2016", "a minority"),
     "lasa": Defence("Xu, Zhang & Hu, WACV 2025", "a minority"),
+    "deepsight": Defence(
+        "Rieger, Nguyen, Miettinen & Sadeghi, NDSS 2022",
+        "backdoors (a minority)",
+        "the model, run on random inputs",
+    ),
     "fang_rejection": Defence(
         "Fang, Cao, Jia & Gong, USENIX Security 2020 (ERR/LFR)", server_data="validation set"
     ),

@@ -52,6 +52,7 @@ from strategies import (
     CenteredClipping,
     CoordinateMedian,
     CosineClustering,
+    DeepSight,
     DiverseFL,
     DnC,
     DPNoise,
@@ -100,6 +101,7 @@ RULES: dict[str, type[RobustStrategy]] = {
     "auror": Auror,
     "fang_rejection": FangRejection,
     "lasa": LASA,
+    "deepsight": DeepSight,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)
