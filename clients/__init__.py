@@ -13,6 +13,7 @@ from clients.alie import AlieClient
 from clients.attack import AttackClient
 from clients.class_backdoor import ClassBackdoorClient
 from clients.fairness_attack import FairnessAttackClient
+from clients.fang import FangClient
 from clients.gaussian import Gaussian, GaussianClient
 from clients.honest import HonestClient
 from clients.ipm import IpmClient
@@ -41,6 +42,7 @@ __all__ = [
     "AttackClient",
     "ClassBackdoorClient",
     "FairnessAttackClient",
+    "FangClient",
     "Gaussian",
     "GaussianClient",
     "HonestClient",

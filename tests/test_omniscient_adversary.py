@@ -8,6 +8,7 @@ from torch import nn
 
 from clients import (
     AlieClient,
+    FangClient,
     IpmClient,
     Mimic2Client,
     MimicClient,
@@ -24,6 +25,7 @@ from flsec_flower.experiment import ClientEnv
 
 OMNISCIENT = [
     AlieClient,
+    FangClient,
     IpmClient,
     Mimic2Client,
     MimicClient,
@@ -33,6 +35,7 @@ OMNISCIENT = [
 ]
 NAMES = {
     "alie": AlieClient,
+    "fang": FangClient,
     "ipm": IpmClient,
     "mimic": MimicClient,
     "mimic2": Mimic2Client,
@@ -193,6 +196,8 @@ def test_server_adversary_without_attack_is_none():
         (MimicClient, {"warmup": 0}),
         (Mimic2Client, {"target": -1}),
         (NormalizedMeanClient, {"omniscient": "yes"}),
+        (FangClient, {"agr": "bulyan"}),
+        (FangClient, {"b": 1.0}),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_them(cls, params):

@@ -129,6 +129,7 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
     "class_backdoor": ("Prakash & Avestimehr, arXiv 2020", "data + model poisoning"),
     "fairness_attack": ("Rance & Svoboda, arXiv 2023", "data + model poisoning"),
+    "fang": ("Fang, Cao, Jia & Gong, USENIX Security 2020", "model poisoning"),
     "gaussian": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "ipm": ("Xie, Koyejo & Gupta, UAI 2019", "model poisoning"),
     "label_flip": ("He, Karimireddy & Jaggi, ICLR 2022", "data poisoning"),
