@@ -9,6 +9,7 @@ subclasses (here), as Message-API client mods (:mod:`clients.mods`) and as a
 standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`).
 """
 
+from clients.agr_tailored import AgrTailoredClient
 from clients.alie import AlieClient
 from clients.attack import AttackClient
 from clients.class_backdoor import ClassBackdoorClient
@@ -38,6 +39,7 @@ from clients.sign_flip import SignFlip, SignFlipClient
 from clients.standalone import StandaloneAttackClient
 
 __all__ = [
+    "AgrTailoredClient",
     "AlieClient",
     "AttackClient",
     "ClassBackdoorClient",

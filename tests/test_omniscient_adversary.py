@@ -7,6 +7,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from torch import nn
 
 from clients import (
+    AgrTailoredClient,
     AlieClient,
     FangClient,
     IpmClient,
@@ -24,6 +25,7 @@ from flsec_flower.config import AttackConfig, ConfigError, ExperimentConfig
 from flsec_flower.experiment import ClientEnv
 
 OMNISCIENT = [
+    AgrTailoredClient,
     AlieClient,
     FangClient,
     IpmClient,
@@ -34,6 +36,7 @@ OMNISCIENT = [
     NormalizedMeanClient,
 ]
 NAMES = {
+    "agr_tailored": AgrTailoredClient,
     "alie": AlieClient,
     "fang": FangClient,
     "ipm": IpmClient,
@@ -198,6 +201,8 @@ def test_server_adversary_without_attack_is_none():
         (NormalizedMeanClient, {"omniscient": "yes"}),
         (FangClient, {"agr": "bulyan"}),
         (FangClient, {"b": 1.0}),
+        (AgrTailoredClient, {"agr": "bulyan"}),
+        (AgrTailoredClient, {"f": -1}),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_them(cls, params):

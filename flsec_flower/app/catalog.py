@@ -126,6 +126,7 @@ DEFENCES: dict[str, Defence] = {
 """Paper, bound and server-side data of every registered rule and wrapper."""
 
 ATTACK_PAPERS: dict[str, tuple[str, str]] = {
+    "agr_tailored": ("Shejwalkar & Houmansadr, NDSS 2021 (AGR-tailored)", "model poisoning"),
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
     "class_backdoor": ("Prakash & Avestimehr, arXiv 2020", "data + model poisoning"),
     "fairness_attack": ("Rance & Svoboda, arXiv 2023", "data + model poisoning"),

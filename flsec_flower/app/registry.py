@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from clients import (
+    AgrTailoredClient,
     AlieClient,
     ClassBackdoorClient,
     FairnessAttackClient,
@@ -116,6 +117,7 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 
 # ---- attacks (attack.name)
 ATTACKS: dict[str, type[HonestClient]] = {
+    "agr_tailored": AgrTailoredClient,
     "alie": AlieClient,
     "class_backdoor": ClassBackdoorClient,
     "fairness_attack": FairnessAttackClient,
