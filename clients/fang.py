@@ -64,7 +64,7 @@ def krum_selects_crafted(
     honest = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0.0)
     s64 = s.to(torch.float64)
     to_crafted = (lam * lam * float(s64 @ s64) + 2 * lam * (x @ s64) + sq).clamp_min(0.0)
-    full = torch.zeros((m, m), dtype=torch.float64)
+    full = torch.zeros((m, m), dtype=torch.float64, device=x.device)
     full[c:, c:] = honest
     full[:c, c:] = to_crafted[None, :]
     full[c:, :c] = to_crafted[:, None]

@@ -260,7 +260,8 @@ def deepsight(
     neup = neups(updates, neurons)
     te = threshold_exceedings(neup)
     suspicious = (te.double() <= te.double().median() / 2).numpy()
-    bias_rows = updates[:, torch.as_tensor(biases if biases is not None else neurons[:, 0])]
+    bias_index = torch.as_tensor(biases if biases is not None else neurons[:, 0])
+    bias_rows = updates[:, bias_index.to(updates.device)]
     clusterings = [hdbscan_labels(cosine_distances(bias_rows))]
     clusterings += [hdbscan_labels(euclidean(m)) for m in ddif]
     clusterings.append(hdbscan_labels(euclidean(neup)))
