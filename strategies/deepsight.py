@@ -143,11 +143,30 @@ def ddifs(
     return log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND).exp()
 
 
-def hdbscan_labels(distances: np.ndarray) -> np.ndarray:
+def canonical_order(updates: torch.Tensor) -> np.ndarray:
+    """An order of the rows that does not depend on the order they came in.
+
+    Rows sorted by norm, then sum, then the dot product with a fixed random
+    vector (float64); only identical rows (interchangeable) tie in practice.
+
+    Examples
+    --------
+    >>> canonical_order(torch.tensor([[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]])).tolist()
+    [1, 2, 0]
+    """
+    x = updates.to(torch.float64)
+    probe = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    keys = [(x @ probe.to(x.device)), x.sum(dim=1), x.norm(dim=1)]
+    return np.lexsort([k.cpu().numpy() for k in keys])
+
+
+def hdbscan_labels(distances: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
     """HDBSCAN clusters of a precomputed distance matrix; noise points become singletons.
 
     scikit-learn's HDBSCAN (``min_cluster_size=2``, ``min_samples=1``, one
     cluster allowed), the algorithm of the ``hdbscan`` package DeepSight uses.
+    Its result can depend on the order of the points when distances tie, so
+    the points are clustered in ``order`` (:func:`canonical_order`) when given.
 
     Examples
     --------
@@ -160,6 +179,10 @@ def hdbscan_labels(distances: np.ndarray) -> np.ndarray:
     n = distances.shape[0]
     if n < 2:
         return np.zeros(n, dtype=int)
+    if order is not None:
+        out = np.empty(n, dtype=int)
+        out[order] = hdbscan_labels(distances[np.ix_(order, order)])
+        return out
     labels = (
         HDBSCAN(
             min_cluster_size=2,
@@ -192,8 +215,10 @@ def cosine_distances(rows: torch.Tensor) -> np.ndarray:
     return out.cpu().numpy()
 
 
-def ensemble_clusters(clusterings: list[np.ndarray]) -> np.ndarray:
+def ensemble_clusters(clusterings: list[np.ndarray], order: np.ndarray | None = None) -> np.ndarray:
     r"""Cluster on :math:`1 - a_{ij}`, with :math:`a_{ij}` the share of clusterings joining i, j.
+
+    ``order`` as for :func:`hdbscan_labels`.
 
     Examples
     --------
@@ -201,7 +226,7 @@ def ensemble_clusters(clusterings: list[np.ndarray]) -> np.ndarray:
     [0, 0, 1, 1]
     """
     together = np.mean([c[:, None] == c[None, :] for c in clusterings], axis=0)
-    return hdbscan_labels(1.0 - together)
+    return hdbscan_labels(1.0 - together, order)
 
 
 def deepsight(
@@ -228,8 +253,10 @@ def deepsight(
     Rieger, Nguyen, Miettinen and Sadeghi, "DeepSight: Mitigating Backdoor
     Attacks in Federated Learning Through Deep Model Inspection", NDSS 2022,
     Algorithms 1 and 2 (:math:`\tau = 1/3`). Without a bias the output-layer
-    neuron blocks stand in for it. No accepted model: the aggregate is zero
-    (the global model is kept).
+    neuron blocks stand in for it. The clusterings see the rows in
+    :func:`canonical_order`, so the verdicts do not depend on the order the
+    clients replied in. No accepted model: the aggregate is zero (the global
+    model is kept).
 
     Parameters
     ----------
@@ -262,10 +289,11 @@ def deepsight(
     suspicious = (te.double() <= te.double().median() / 2).numpy()
     bias_index = torch.as_tensor(biases if biases is not None else neurons[:, 0])
     bias_rows = updates[:, bias_index.to(updates.device)]
-    clusterings = [hdbscan_labels(cosine_distances(bias_rows))]
-    clusterings += [hdbscan_labels(euclidean(m)) for m in ddif]
-    clusterings.append(hdbscan_labels(euclidean(neup)))
-    labels = ensemble_clusters(clusterings)
+    order = canonical_order(updates)
+    clusterings = [hdbscan_labels(cosine_distances(bias_rows), order)]
+    clusterings += [hdbscan_labels(euclidean(m), order) for m in ddif]
+    clusterings.append(hdbscan_labels(euclidean(neup), order))
+    labels = ensemble_clusters(clusterings, order)
     keep = np.zeros(n, dtype=bool)
     for label in np.unique(labels):
         members = labels == label
