@@ -30,8 +30,10 @@ rule apply), so its result can differ from both.
 
 Then for every rule the cost is fitted as ``t = c n^a d^b`` (least squares
 on log t over the cells run) and printed; and each rule's peak memory is
-measured in a subprocess (peak RSS minus RSS before the matrix exists,
-divided by the matrix size; target <= 2 for the coordinate-wise rules).
+measured in a subprocess: the most resident memory the rule adds while
+it runs (the kernel's high-water mark reset once the matrix is built, see
+``memprobe.py``), reported as (matrix + that) / matrix; target <= 2 for the
+coordinate-wise rules (median, trimmed mean, Bulyan).
 
 Goals checked and printed: Krum and Multi-Krum >= 20x Flower's legacy rule
 at n = 100, d = 1e6; no rule slower than Flower's (either API) in any cell.
@@ -45,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from memprobe import peak_extra_bytes
 
 from strategies.bucketing import bucketize
 from strategies.bulyan import bulyan
@@ -261,7 +263,7 @@ def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -
         row["legacy_diff"] = float(np.abs(outputs[name] - ref).max())
         row["legacy_speedup"] = row["legacy_s"] / row["ours_s"]
         print(f"  flower legacy {name}: {row['legacy_s']:.3f} s", file=sys.stderr, flush=True)
-    if available_bytes() < 4 * host.nbytes:
+    if available_bytes() < 5 * host.nbytes:
         for row in out:
             row["msg_skipped"] = "memory"
         return out
@@ -297,35 +299,54 @@ def fit_exponents(rows: list[dict], key: str) -> dict[str, dict]:
     return fits
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize()
+WARMUP_COLUMNS = 4096
+"""Columns of the small matrix each rule runs on once before its memory is measured."""
 
 
 def memory_worker(rule: str, n: int, d: int) -> None:
-    """Run one rule on a fresh ``(n, d)`` matrix; print peak RSS over the pre-matrix RSS as JSON."""
+    """Print as JSON the peak RSS one rule adds over a fresh ``(n, d)`` matrix.
+
+    The rule first runs once on an ``(n, 4096)`` matrix, so lazy imports and
+    thread pools are not counted; the high-water mark is then reset after the
+    matrix is built (:func:`memprobe.peak_extra_bytes`).
+    """
     guides = torch.rand((n, d)) if rule == "diversefl" else None
-    base = rss_bytes()
+    small_guides = None if guides is None else guides[:, :WARMUP_COLUMNS].clone()
+    our_rules(byzantine(n), small_guides)[rule](torch.rand((n, WARMUP_COLUMNS)))
     updates = torch.rand((n, d))
-    our_rules(byzantine(n), guides)[rule](updates)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rule": rule, "peak_bytes": max(peak - base, 0)}))
+    call = our_rules(byzantine(n), guides)[rule]
+    print(json.dumps({"rule": rule, "extra_bytes": peak_extra_bytes(lambda: call(updates))}))
 
 
 def memory(n: int, d: int) -> list[dict]:
-    """Each rule's peak memory over the update matrix, one subprocess per rule."""
+    """Each rule's peak memory over the update matrix, one subprocess per rule.
+
+    ``ratio`` is the peak footprint of aggregating, the matrix plus the most
+    the rule adds, over the matrix: ``1 + extra / matrix`` (DiverseFL's
+    guides, an input of the same size, count as held before the rule).
+    """
     size = n * d * 4
     rows = []
     for name in our_rules(1):
+        row: dict = {"rule": name, "n": n, "d": d, "matrix_bytes": size}
+        rows.append(row)
+        inputs = 2 if name == "diversefl" else 1
+        if available_bytes() < (inputs + 1.5) * size:
+            row["skipped"] = "does not fit in the free memory"
+            print(f"  memory {name}: skipped, does not fit", file=sys.stderr, flush=True)
+            continue
         command = [sys.executable, __file__, "--memory-worker", name, "--n", str(n), "--d", str(d)]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
-        row = {"rule": name, "n": n, "d": d, "peak_bytes": peak, "matrix_bytes": size}
-        row["ratio"] = peak / size
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            row["skipped"] = f"worker exited with {done.returncode}: {done.stderr[-300:]}"
+            print(f"  memory {name}: {row['skipped']}", file=sys.stderr, flush=True)
+            continue
+        extra = json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"]
+        row["extra_bytes"] = extra
+        row["ratio"] = 1.0 + extra / size
         if name in COORDINATE_WISE:
             row["met"] = row["ratio"] <= MEMORY_TARGET
-        rows.append(row)
-        print(f"  memory {name}: {peak / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+        print(f"  memory {name}: +{extra / 2**20:.0f} MiB", file=sys.stderr, flush=True)
     return rows
 
 
@@ -367,12 +388,15 @@ def fit_table(fits: dict[str, dict[str, dict]]) -> str:
 
 
 def memory_table(rows: list[dict]) -> str:
-    lines = [f"{'rule':<15}{'peak MiB':>10}{'matrix MiB':>12}{'ratio':>7}{'met':>5}"]
+    lines = [f"{'rule':<15}{'extra MiB':>10}{'matrix MiB':>12}{'peak/matrix':>13}{'met':>5}"]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['rule']:<15} skipped: {r['skipped']}")
+            continue
         met = {True: "yes", False: "NO"}.get(r.get("met"), "-")
         lines.append(
-            f"{r['rule']:<15}{r['peak_bytes'] / 2**20:>10.0f}{r['matrix_bytes'] / 2**20:>12.0f}"
-            f"{r['ratio']:>7.2f}{met:>5}"
+            f"{r['rule']:<15}{r['extra_bytes'] / 2**20:>10.0f}{r['matrix_bytes'] / 2**20:>12.0f}"
+            f"{r['ratio']:>13.2f}{met:>5}"
         )
     return "\n".join(lines)
 
@@ -397,13 +421,42 @@ def goals(rows: list[dict]) -> dict:
     }
 
 
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    """``"1000x1e5,100x1e7"`` -> ``[(1000, 100000), (100, 10000000)]``."""
+    try:
+        return [(int(float(n)), int(float(d))) for n, d in (c.split("x") for c in text.split(","))]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--cells: expected NxD[,NxD...], got {text!r}") from exc
+
+
+def write_json(path: Path, record: dict | list) -> None:
+    """Write ``record`` to ``path`` (after every cell too, so a stopped run keeps its cells)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--quick", action="store_true", help="same as --profile quick")
     parser.add_argument("--flower-budget", type=float, help="seconds a Flower cell may take")
+    parser.add_argument(
+        "--cells", type=parse_cells, help="run these cells instead, e.g. 1000x1e5,100x1e7"
+    )
+    parser.add_argument(
+        "--predict-from",
+        type=Path,
+        help="JSON of an earlier run whose cells also feed the Flower time predictions",
+    )
     parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument(
+        "--memory-only",
+        nargs=2,
+        type=float,
+        metavar=("N", "D"),
+        help="only measure memory, at this cell (e.g. 100 1e7)",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON record here")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -411,6 +464,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_worker:
         memory_worker(args.memory_worker, args.n, args.d)
+        return
+    if args.memory_only:
+        n, d = (int(v) for v in args.memory_only)
+        rows = memory(n, d)
+        print(f"\npeak memory of aggregating, n={n}, d={d:.0e} (target <= {MEMORY_TARGET}x)")
+        print(memory_table(rows))
+        print("\n" + json.dumps(rows, indent=2))
+        if args.json:
+            write_json(args.json, rows)
         return
     profile = PROFILES["quick" if args.quick else args.profile]
     budget = args.flower_budget or profile["flower_budget"]
@@ -422,15 +484,19 @@ def main() -> None:
         "beta": BETA,
         "f": "n // 10",
         "flower_budget_s": budget,
+        "cells": args.cells or profile["cells"],
         "skipped_cells": [],
     }
     rows: list[dict] = []
-    for n, d in profile["cells"]:
-        if available_bytes() < 2.5 * n * d * 4:
+    prior = json.loads(args.predict_from.read_text())["grid"] if args.predict_from else []
+    for n, d in args.cells or profile["cells"]:
+        if available_bytes() < 3.5 * n * d * 4:
             record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
             print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
             continue
-        rows += run_cell(n, d, budget, rows, args.all_rules)
+        rows += run_cell(n, d, budget, prior + rows, args.all_rules)
+        if args.json:
+            write_json(args.json, record | {"grid": rows, "partial": True})
     record["grid"] = rows
     record["fits"] = {key: fit_exponents(rows, key) for key in ("ours_s", "legacy_s", "msg_s")}
     record["goals"] = goals(rows)
@@ -444,13 +510,12 @@ def main() -> None:
     if not args.skip_memory:
         n, d = profile["memory_cell"]
         record["memory"] = memory(n, d)
-        print(f"\npeak memory over the matrix, n={n}, d={d:.0e} (target <= {MEMORY_TARGET}x)")
+        print(f"\npeak memory of aggregating, n={n}, d={d:.0e} (target <= {MEMORY_TARGET}x)")
         print(memory_table(record["memory"]))
     print(f"\ngoals: {json.dumps(record['goals'])}")
     print("\n" + json.dumps(record, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ them with the defences' own implementations.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from clients.min_max import check_search, perturbation, search_gamma
-from clients.omniscient import OmniscientAttackClient
-from flsec_flower.experiment import ClientEnv
+from clients.omniscient import Forger, OmniscientAttackClient
 
 AGRS = ("krum", "median", "trimmed_mean", "mean")
 """Rules the attack can be tailored to."""
@@ -175,13 +174,12 @@ def agr_tailored(
     return mu + deviation_search(deviation, gamma_init, tau) * p
 
 
-class AgrTailoredClient(OmniscientAttackClient):
-    """Attack client for :func:`agr_tailored` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class AgrTailored:
+    """:func:`agr_tailored` as an omniscient attack (see :mod:`clients.omniscient`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     agr : {"krum", "median", "trimmed_mean", "mean"}
         The rule the scale is tailored to.
     f : int, optional
@@ -191,44 +189,43 @@ class AgrTailoredClient(OmniscientAttackClient):
         The direction ``p``; ``"std"`` is adaptive ALIE.
     gamma_init, tau : float
         Start and tolerance of the search.
-    omniscient : bool
-        Honest updates (``True``) or the attackers' own as reference.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        agr: str = "krum",
-        f: int | None = None,
-        perturbation: str = "unit_vec",
-        gamma_init: float = 10.0,
-        tau: float = 1e-5,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(
-            env,
-            model,
-            omniscient=omniscient,
-            agr=agr,
-            f=f,
-            perturbation=perturbation,
-            gamma_init=gamma_init,
-            tau=tau,
-        )
+    agr: str = "krum"
+    f: int | None = None
+    perturbation: str = "unit_vec"
+    gamma_init: float = 10.0
+    tau: float = 1e-5
 
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        agr: str = "krum",
-        f: int | None = None,
-        perturbation: str = "unit_vec",
-        gamma_init: float = 10.0,
-        tau: float = 1e-5,
     ) -> torch.Tensor:
         """Return :func:`agr_tailored` of the reference rows."""
-        return agr_tailored(reference, num_byzantine, agr, f, perturbation, gamma_init, tau)
+        return agr_tailored(
+            reference,
+            num_byzantine,
+            self.agr,
+            self.f,
+            self.perturbation,
+            self.gamma_init,
+            self.tau,
+        )
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
+class AgrTailoredClient(OmniscientAttackClient):
+    """Attack client for :func:`agr_tailored` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`AgrTailored` and ``omniscient`` (honest
+    updates, or the attackers' own, as reference).
+    """
+
+    attack_type = AgrTailored

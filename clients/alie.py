@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import torch
-from torch import nn
 
-from clients.omniscient import OmniscientAttackClient, coordinate_std
-from flsec_flower.experiment import ClientEnv
+from clients.omniscient import Forger, OmniscientAttackClient, coordinate_std
 
 
 def alie_z(num_total: int, num_byzantine: int) -> float:
@@ -111,37 +110,40 @@ def alie(
     return reference.mean(dim=0) - z * coordinate_std(reference)
 
 
-class AlieClient(OmniscientAttackClient):
-    """Attack client for :func:`alie` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class Alie:
+    """:func:`alie` as an omniscient attack (see :mod:`clients.omniscient`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     z : float, optional
         Fixed number of standard deviations; by default :func:`alie_z` of the
         round's number of clients and of active attackers.
-    omniscient : bool
-        Statistics of the honest updates (``True``) or of the attackers' own.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        z: float | None = None,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(env, model, omniscient=omniscient, z=z)
+    z: float | None = None
 
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        z: float | None = None,
     ) -> torch.Tensor:
         """Return :func:`alie` of the reference rows."""
-        return alie(reference, num_byzantine, num_total, z)
+        return alie(reference, num_byzantine, num_total, self.z)
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
+class AlieClient(OmniscientAttackClient):
+    """Attack client for :func:`alie` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`Alie` (``z``) and ``omniscient``
+    (statistics of the honest updates, or of the attackers' own).
+    """
+
+    attack_type = Alie

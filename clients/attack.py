@@ -51,6 +51,38 @@ def backdoor_mixer(
     return mix
 
 
+def compose_params(name: str, parts: tuple[type, ...]) -> type:
+    """One parameter dataclass with the fields of the dataclasses ``parts``, in their order.
+
+    It is what the registry reads (names, defaults) for an attack built of
+    parts; :func:`build_part` gives each part its own fields back, and the
+    part checks them.
+
+    Examples
+    --------
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class A:
+    ...     a: int = 1
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class B:
+    ...     b: str = "x"
+    >>> AB = compose_params("AB", (A, B))
+    >>> build_part(B, AB(a=2, b="y"))
+    B(b='y')
+    """
+    fields = [
+        (f.name, f.type, dataclasses.field(default=f.default))
+        for part in parts
+        for f in dataclasses.fields(part)
+    ]
+    return dataclasses.make_dataclass(name, fields, frozen=True)
+
+
+def build_part(part_type: type, values: object) -> Any:
+    """The part ``part_type`` built (and checked) from the fields it has in ``values``."""
+    return part_type(**{f.name: getattr(values, f.name) for f in dataclasses.fields(part_type)})
+
+
 class AttackClient(HonestClient):
     """An attacker: honest outside its schedule, malicious inside it.
 

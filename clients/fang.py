@@ -9,14 +9,23 @@ model ``w_Re - lambda s`` is the update ``-lambda s``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from clients.omniscient import ColludingAdversary, OmniscientAttackClient, coordinate_std
-from flsec_flower.experiment import ClientEnv
+from clients.attack import build_part
+from clients.omniscient import (
+    ColludingAdversary,
+    Collusion,
+    Forger,
+    OmniscientAttackClient,
+    colluding_adversary,
+    coordinate_std,
+)
 
 AGRS = ("krum", "trimmed_mean", "median")
 """Rules the attack is tailored to (the median gets the trimmed-mean attack, as in the paper)."""
@@ -210,56 +219,94 @@ def fang(
     return fang_trimmed_mean(reference, num_byzantine, generator, full_knowledge, b)
 
 
-class FangClient(OmniscientAttackClient):
-    """Attack client for :func:`fang` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class Fang:
+    """:func:`fang` as an omniscient attack (see :mod:`clients.omniscient`).
 
-    ``omniscient=True`` is the paper's full-knowledge attack (the honest
-    updates of the round); ``omniscient=False`` its partial-knowledge one
-    (the attackers' own before-attack updates).
+    The knowledge setting is :class:`~clients.omniscient.Collusion`'s
+    ``omniscient``: the reference rows and the forging formula both follow it
+    (:func:`fang_adversary`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     agr : {"krum", "trimmed_mean", "median"}
         The aggregation rule attacked.
     b : float
         The trimmed-mean attack's scale (> 1; paper: 2).
     epsilon : float
         Smallest ``lambda`` the Krum attack tries (paper: 1e-5).
-    omniscient : bool
-        Full knowledge (``True``) or partial knowledge (``False``).
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        agr: str = "krum",
-        b: float = 2.0,
-        epsilon: float = 1e-5,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(env, model, omniscient=omniscient, agr=agr, b=b, epsilon=epsilon)
+    agr: str = "krum"
+    b: float = 2.0
+    epsilon: float = 1e-5
 
-    @classmethod
-    def build_adversary(cls, omniscient: bool = True, **params: Any) -> ColludingAdversary:
-        """The adversary; the knowledge setting is also the forging formula's."""
-        return super().build_adversary(
-            omniscient=omniscient, full_knowledge=omniscient is True, **params
-        )
-
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        agr: str = "krum",
         full_knowledge: bool = True,
-        b: float = 2.0,
-        epsilon: float = 1e-5,
     ) -> torch.Tensor:
-        """Return :func:`fang` of the reference rows."""
-        return fang(reference, num_byzantine, generator, agr, full_knowledge, b, epsilon)
+        """Return :func:`fang` of the reference rows (full or partial knowledge)."""
+        return fang(
+            reference, num_byzantine, generator, self.agr, full_knowledge, self.b, self.epsilon
+        )
+
+    def forger(self) -> Forger:
+        """:meth:`forge`, full knowledge (stateless); :func:`fang_adversary` picks the setting."""
+        return self.forge
+
+
+def fang_adversary(
+    attack: Fang,
+    malicious_partition_ids: Collection[int] = frozenset(),
+    omniscient: bool = True,
+) -> ColludingAdversary:
+    """The colluding adversary of ``attack`` (any Flower API), full or partial knowledge.
+
+    As :func:`~clients.omniscient.colluding_adversary`, and the forging
+    formula follows ``omniscient`` too: the paper's full-knowledge attack on
+    the honest updates, or its partial-knowledge one on the attackers' own
+    before-attack updates. A Message-API app passes it to its strategy, e.g.
+    ``Krum(f=1, adversary=fang_adversary(Fang(), {3, 4}, omniscient=False))``.
+
+    Raises
+    ------
+    ValueError
+        If ``omniscient`` is not a bool or a parameter is out of range.
+    """
+    checked = colluding_adversary(attack, malicious_partition_ids, omniscient)
+    forger = functools.partial(attack.forge, full_knowledge=omniscient)
+    return ColludingAdversary(forger, checked.omniscient, checked.malicious_partition_ids)
+
+
+class FangClient(OmniscientAttackClient):
+    """Attack client for :func:`fang` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`Fang` and ``omniscient``: the paper's
+    full-knowledge attack (``True``, the honest updates of the round) or its
+    partial-knowledge one (``False``, the attackers' own before-attack updates).
+    """
+
+    attack_type = Fang
+
+    @classmethod
+    def build_adversary(
+        cls, malicious_partition_ids: Collection[int] = frozenset(), **params: Any
+    ) -> ColludingAdversary:
+        """:func:`fang_adversary` with ``params`` (the knowledge setting is also the formula's).
+
+        Raises
+        ------
+        ValueError
+            If ``omniscient`` is not a bool or a parameter is out of range.
+        TypeError
+            If a parameter is unknown to the attack.
+        """
+        values = cls.params_type(**params)
+        collusion: Collusion = build_part(Collusion, values)
+        attack: Fang = build_part(Fang, values)
+        return fang_adversary(attack, malicious_partition_ids, collusion.omniscient)

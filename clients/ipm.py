@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from clients.omniscient import OmniscientAttackClient
-from flsec_flower.experiment import ClientEnv
+from clients.omniscient import Forger, OmniscientAttackClient
 
 
 def ipm(reference: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
@@ -50,36 +49,39 @@ def ipm(reference: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     return -epsilon * reference.mean(dim=0)
 
 
-class IpmClient(OmniscientAttackClient):
-    """Attack client for :func:`ipm` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class Ipm:
+    """:func:`ipm` as an omniscient attack (see :mod:`clients.omniscient`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     epsilon : float
         Scale of the reversed mean (0.1 or 100 in the paper).
-    omniscient : bool
-        Mean of the honest updates (``True``) or of the attackers' own.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        epsilon: float = 0.1,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(env, model, omniscient=omniscient, epsilon=epsilon)
+    epsilon: float = 0.1
 
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        epsilon: float = 0.1,
     ) -> torch.Tensor:
         """Return :func:`ipm` of the reference rows."""
-        return ipm(reference, epsilon)
+        return ipm(reference, self.epsilon)
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
+class IpmClient(OmniscientAttackClient):
+    """Attack client for :func:`ipm` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`Ipm` (``epsilon``) and ``omniscient``
+    (mean of the honest updates, or of the attackers' own).
+    """
+
+    attack_type = Ipm

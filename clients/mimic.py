@@ -8,12 +8,12 @@ Heterogeneous Datasets via Bucketing", ICLR 2022.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch import nn
 
 from clients.normalized_mean import unit_rows
 from clients.omniscient import Forger, OmniscientAttackClient
-from flsec_flower.experiment import ClientEnv
 
 
 def _unit(vector: torch.Tensor) -> torch.Tensor:
@@ -154,34 +154,32 @@ class MimicForger:
         return reference[row]
 
 
-class MimicClient(OmniscientAttackClient):
-    """Attack client for :class:`MimicForger` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class Mimic:
+    """The mimic attack's parameters; its forger keeps state (:class:`MimicForger`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     warmup : int
         Rounds that estimate the direction before the copied worker is fixed.
-    omniscient : bool
-        Copy an honest worker (``True``) or one of the attackers' own
-        honestly trained updates (``False``).
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        warmup: int = 1,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(env, model, omniscient=omniscient, warmup=warmup)
+    warmup: int = 1
 
-    @classmethod
-    def forger(cls, warmup: int = 1) -> Forger:  # type: ignore[override]  # its own parameters
-        """Return a fresh :class:`MimicForger` (its state lives in the adversary)."""
-        return MimicForger(warmup)
+    def forger(self) -> Forger:
+        """A fresh :class:`MimicForger` (its state lives in the adversary)."""
+        return MimicForger(self.warmup)
+
+
+class MimicClient(OmniscientAttackClient):
+    """Attack client for :class:`MimicForger` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`Mimic` (``warmup``) and ``omniscient``
+    (copy an honest worker, or one of the attackers' own honestly trained
+    updates).
+    """
+
+    attack_type = Mimic
 
 
 def mimic_fixed(reference: torch.Tensor, target: int = 0) -> torch.Tensor:
@@ -220,36 +218,39 @@ def mimic_fixed(reference: torch.Tensor, target: int = 0) -> torch.Tensor:
     return reference[target % reference.shape[0]]
 
 
-class Mimic2Client(OmniscientAttackClient):
-    """Attack client for :func:`mimic_fixed` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class Mimic2:
+    """:func:`mimic_fixed` as an omniscient attack (see :mod:`clients.omniscient`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     target : int
         Position of the copied row among the reference rows.
-    omniscient : bool
-        Copy an honest worker (``True``) or one of the attackers' own.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        target: int = 0,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(env, model, omniscient=omniscient, target=target)
+    target: int = 0
 
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        target: int = 0,
     ) -> torch.Tensor:
         """Return :func:`mimic_fixed` of the reference rows."""
-        return mimic_fixed(reference, target)
+        return mimic_fixed(reference, self.target)
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
+class Mimic2Client(OmniscientAttackClient):
+    """Attack client for :func:`mimic_fixed` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`Mimic2` (``target``) and ``omniscient``
+    (copy an honest worker, or one of the attackers' own).
+    """
+
+    attack_type = Mimic2

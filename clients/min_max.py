@@ -12,11 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from clients.normalized_mean import unit_rows
-from clients.omniscient import OmniscientAttackClient, coordinate_std
-from flsec_flower.experiment import ClientEnv
+from clients.omniscient import Forger, OmniscientAttackClient, coordinate_std
 
 PERTURBATIONS = ("std", "sign", "unit_vec")
 """Perturbation kinds: ``-std``, ``-sign(mean)`` and ``-mean / ||mean||``."""
@@ -269,49 +267,43 @@ def min_max(
     return reference.mean(dim=0) + gamma * p
 
 
-class MinMaxClient(OmniscientAttackClient):
-    """Attack client for :func:`min_max` (forged on the server; see :mod:`clients.omniscient`).
+@dataclass(frozen=True)
+class MinMax:
+    """:func:`min_max` as an omniscient attack (see :mod:`clients.omniscient`).
 
     Parameters
     ----------
-    env, model
-        As for :class:`~clients.honest.HonestClient`.
     perturbation : {"std", "sign", "unit_vec"}
         The direction ``p``.
     gamma_init, tau : float
         Start and tolerance of the search for ``gamma``.
-    omniscient : bool
-        Honest updates (``True``) or the attackers' own as reference.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        perturbation: str = "std",
-        gamma_init: float = 10.0,
-        tau: float = 1e-5,
-        omniscient: bool = True,
-    ) -> None:
-        super().__init__(
-            env,
-            model,
-            omniscient=omniscient,
-            perturbation=perturbation,
-            gamma_init=gamma_init,
-            tau=tau,
-        )
+    perturbation: str = "std"
+    gamma_init: float = 10.0
+    tau: float = 1e-5
 
-    @staticmethod
     def forge(
+        self,
         reference: torch.Tensor,
+        reference_ids: list[int],
         num_byzantine: int,
         num_total: int,
         generator: torch.Generator,
-        perturbation: str = "std",
-        gamma_init: float = 10.0,
-        tau: float = 1e-5,
     ) -> torch.Tensor:
         """Return :func:`min_max` of the reference rows."""
-        return min_max(reference, perturbation, gamma_init, tau)
+        return min_max(reference, self.perturbation, self.gamma_init, self.tau)
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
+class MinMaxClient(OmniscientAttackClient):
+    """Attack client for :func:`min_max` (forged on the server; see :mod:`clients.omniscient`).
+
+    Parameters: the fields of :class:`MinMax` and ``omniscient`` (honest
+    updates, or the attackers' own, as reference).
+    """
+
+    attack_type = MinMax

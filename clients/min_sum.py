@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from clients.min_max import (
     DistanceTerms,
-    MinMaxClient,
+    MinMax,
     check_search,
     distance_terms,
     perturbation,
     search_gamma,
 )
+from clients.omniscient import OmniscientAttackClient
 
 
 def min_sum_gamma(terms: DistanceTerms, gamma_init: float = 10.0, tau: float = 1e-5) -> float:
@@ -97,22 +100,27 @@ def min_sum(
     return reference.mean(dim=0) + gamma * p
 
 
-class MinSumClient(MinMaxClient):
+@dataclass(frozen=True)
+class MinSum(MinMax):
+    """:func:`min_sum` as an omniscient attack: :class:`MinMax`'s parameters, another bound."""
+
+    def forge(
+        self,
+        reference: torch.Tensor,
+        reference_ids: list[int],
+        num_byzantine: int,
+        num_total: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return :func:`min_sum` of the reference rows."""
+        return min_sum(reference, self.perturbation, self.gamma_init, self.tau)
+
+
+class MinSumClient(OmniscientAttackClient):
     """Attack client for :func:`min_sum` (forged on the server; see :mod:`clients.omniscient`).
 
     Same parameters as :class:`~clients.min_max.MinMaxClient`; only the
     constraint on ``gamma`` differs.
     """
 
-    @staticmethod
-    def forge(
-        reference: torch.Tensor,
-        num_byzantine: int,
-        num_total: int,
-        generator: torch.Generator,
-        perturbation: str = "std",
-        gamma_init: float = 10.0,
-        tau: float = 1e-5,
-    ) -> torch.Tensor:
-        """Return :func:`min_sum` of the reference rows."""
-        return min_sum(reference, perturbation, gamma_init, tau)
+    attack_type = MinSum

@@ -6,23 +6,20 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
-from flwr.common import NDArrays, Scalar
+from flwr.common import NDArrays
 from torch import nn
 
 from clients.attack import attackers_per_round
+from clients.backdoor import BackdoorClient, PoisonTraining
 from clients.model_poisoning import check_number
-from clients.naive_poisoning import PoisonedTraining
-from clients.pixel_trojan import PixelTrojanClient
-from clients.semantic_backdoor import SemanticBackdoorClient
-from flsec_flower.config import TrainingConfig
-from flsec_flower.experiment import ClientEnv, client_seed
-from flsec_flower.seeds import BatchStream
-from flsec_flower.training import for_round, train_local
-from flsec_flower.wire import MODEL_REPLACEMENT_GAMMA
+from clients.pixel_trojan import PixelBackdoor
+from clients.semantic_backdoor import SemanticBackdoorParams
+from flsec_flower.config import ExperimentConfig, TrainingConfig
+from flsec_flower.training import ExtraLoss
 
 MODES = ("replace", "train_and_scale", "constrain_and_scale")
 """How the boost is chosen and whether training is constrained."""
@@ -231,14 +228,14 @@ def anomaly_loss(
     return loss
 
 
-class ModelReplacement(PoisonedTraining):
-    r"""Model replacement, train-and-scale and constrain-and-scale (Bagdasaryan et al. 2020).
+@dataclass(frozen=True)
+class Replacement:
+    r"""Model replacement, train-and-scale and constrain-and-scale as an update transform.
 
     Bagdasaryan, Veit, Hua, Estrin & Shmatikov, "How To Backdoor Federated
-    Learning", AISTATS 2020. While active, the attacker trains the backdoored
-    model ``X`` from the global model ``G`` on its poisoned data (with
-    :class:`~clients.naive_poisoning.PoisonedTraining`'s learning rate and
-    epochs) and submits :math:`G + \gamma (X - G)` (:func:`replacement_weights`):
+    Learning", AISTATS 2020. The attacker trains the backdoored model ``X``
+    from the global model ``G`` on its poisoned data and submits
+    :math:`G + \gamma (X - G)` (:func:`replacement_weights`):
 
     - ``replace``: :math:`\gamma` = ``gamma``, by default :math:`n / \eta`
       with ``n`` the clients per round and :math:`\eta` the server learning
@@ -251,19 +248,14 @@ class ModelReplacement(PoisonedTraining):
       boosted as in ``replace``.
 
     In ``replace`` and ``constrain_and_scale`` a given ``norm_bound`` caps
-    :math:`\lVert L - G \rVert` at ``S``. A single-shot attack is the
-    schedule's ``single_shot``. The fit metrics carry the boost as ``gamma``.
+    :math:`\lVert L - G \rVert` at ``S``.
 
     Parameters
     ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
     mode : str
         One of :data:`MODES`.
     gamma : float, optional
-        The boost; default :func:`default_boost`.
+        The boost; default :func:`default_boost` (resolved by :meth:`for_run`).
     norm_bound : float, optional
         ``S``; required by ``train_and_scale``.
     alpha : float
@@ -273,112 +265,108 @@ class ModelReplacement(PoisonedTraining):
     split : bool
         Divide the default boost by the attackers per round
         (:func:`~clients.attack.attackers_per_round`).
-    **poisoning
-        Parameters of :class:`~clients.naive_poisoning.PoisonedTraining` and
-        of the backdoor client.
+
+    Examples
+    --------
+    >>> Replacement(gamma=2.0).forge([np.zeros(1)], [np.array([3.0])], None)[0]
+    array([6.])
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        mode: str = "replace",
-        gamma: float | None = None,
-        norm_bound: float | None = None,
-        alpha: float = 0.7,
-        anomaly: str = "l2",
-        split: bool = True,
-        **poisoning: Any,
-    ) -> None:
-        super().__init__(env, model, **poisoning)
-        if mode not in MODES:
-            raise ValueError(f"mode: got {mode!r}, allowed: {', '.join(MODES)}")
-        if anomaly not in ANOMALY_LOSSES:
-            raise ValueError(f"anomaly: got {anomaly!r}, allowed: {', '.join(ANOMALY_LOSSES)}")
+    mode: str = "replace"
+    gamma: float | None = None
+    norm_bound: float | None = None
+    alpha: float = 0.7
+    anomaly: str = "l2"
+    split: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the fields."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode: got {self.mode!r}, allowed: {', '.join(MODES)}")
+        if self.anomaly not in ANOMALY_LOSSES:
+            raise ValueError(f"anomaly: got {self.anomaly!r}, allowed: {', '.join(ANOMALY_LOSSES)}")
+        gamma, bound = self.gamma, self.norm_bound
         if gamma is not None and not (math.isfinite(gamma) and gamma > 0):
             raise ValueError(f"gamma: got {gamma!r}, must be a finite number > 0")
-        if norm_bound is not None and not (math.isfinite(norm_bound) and norm_bound > 0):
-            raise ValueError(f"norm_bound: got {norm_bound!r}, must be a finite number > 0")
-        if mode == "train_and_scale" and norm_bound is None:
+        if bound is not None and not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"norm_bound: got {bound!r}, must be a finite number > 0")
+        if self.mode == "train_and_scale" and bound is None:
             raise ValueError("norm_bound: train_and_scale needs the defence's norm bound S")
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha: got {alpha!r}, must be in (0, 1]")
-        cfg = env.cfg
-        if gamma is None and not cfg.server_lr > 0:
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha: got {self.alpha!r}, must be in (0, 1]")
+
+    def for_run(self, cfg: ExperimentConfig) -> Replacement:
+        """Return this transform with the default ``gamma`` of the run (:func:`default_boost`)."""
+        if self.gamma is not None:
+            return self
+        if not cfg.server_lr > 0:
             raise ValueError(
                 f"gamma: the default n / server_lr needs server_lr > 0, got {cfg.server_lr!r}"
             )
-        attackers = attackers_per_round(cfg) if split else 1
-        self.mode = mode
-        self.gamma = (
-            default_boost(cfg.sampled_clients, cfg.server_lr, attackers) if gamma is None else gamma
-        )
-        self.norm_bound = norm_bound
-        self.alpha = alpha
-        self.anomaly = anomaly
-        self.last_gamma: float | None = None
+        attackers = attackers_per_round(cfg) if self.split else 1
+        gamma = default_boost(cfg.sampled_clients, cfg.server_lr, attackers)
+        return dataclasses.replace(self, gamma=gamma)
 
-    def train(self, x: torch.Tensor, y: torch.Tensor, server_round: int) -> float:
-        """Constrain-and-scale while active adds ``L_ano``; otherwise as the base."""
-        if not self.active(server_round) or self.mode != "constrain_and_scale" or self.alpha == 1.0:
-            return super().train(x, y, server_round)
-        reference = [p.detach().clone() for p in self.model.parameters()]
-        direction = self._clean_update(server_round) if self.anomaly == "cosine" else None
-        ano = anomaly_loss(self.anomaly, reference, direction)
-        weight = (1.0 - self.alpha) / self.alpha
-        cfg = alpha_weighted(self.poison_config(), self.alpha)
-        return self.train_poisoned(x, y, server_round, cfg, lambda m: weight * ano(m))
-
-    def _clean_update(self, server_round: int) -> list[torch.Tensor]:
-        """The attacker's honest update from the current model; the model is restored."""
-        state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        before = [p.detach().clone() for p in self.model.parameters()]
-        gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.REPLACEMENT
-        )
-        honest = for_round(self.env.cfg.training, max(1, server_round))
-        train_local(self.model, self.env.x, self.env.y, honest, gen)
-        update = [p.detach() - b for p, b in zip(self.model.parameters(), before, strict=True)]
-        self.model.load_state_dict(state)
-        return update
+    def scaling(self) -> Scaling:
+        """The boost of the mode: fixed ``gamma`` or ``S / ||X - G||`` (:class:`Scaling`)."""
+        gamma = None if self.mode == "train_and_scale" else self.gamma
+        return Scaling(gamma, self.norm_bound)
 
     def boost(self, global_weights: NDArrays, trained: NDArrays) -> float:
-        """The boost of this round's mode (:meth:`Scaling.boost`; see the class docstring)."""
-        gamma = None if self.mode == "train_and_scale" else self.gamma
-        return Scaling(gamma, self.norm_bound).boost(global_weights, trained)
+        """The boost of this update (:meth:`Scaling.boost`)."""
+        return self.scaling().boost(global_weights, trained)
 
-    def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
-        """``G + gamma (X - G)`` while active, else ``X``."""
-        if not self.active(server_round):
-            self.last_gamma = None
-            return trained
-        self.last_gamma = self.boost(global_weights, trained)
-        return replacement_weights(global_weights, trained, self.last_gamma)
+    def forge(
+        self, global_weights: NDArrays, trained: NDArrays, rng: np.random.Generator | None
+    ) -> NDArrays:
+        """``G + boost (X - G)`` (:func:`replacement_weights`)."""
+        return self.scaling().forge(global_weights, trained, rng)
 
-    def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
-        """The attack tags, and the boost ``gamma`` while active."""
-        metrics = super().fit_metrics(server_round)
-        if self.last_gamma is not None:
-            metrics[MODEL_REPLACEMENT_GAMMA] = self.last_gamma
-        return metrics
+    def shape_training(
+        self,
+        cfg: TrainingConfig,
+        model: nn.Module,
+        clean_update: Callable[[], list[torch.Tensor]],
+    ) -> tuple[TrainingConfig, ExtraLoss | None]:
+        """Constrain-and-scale: the alpha-weighted settings and ``(1-a)/a L_ano``.
+
+        ``L_ano`` is measured from ``model``'s parameters now (the global
+        model); ``clean_update()`` gives the benign direction of ``cosine``.
+        The other modes train unchanged.
+        """
+        if self.mode != "constrain_and_scale" or self.alpha == 1.0:
+            return cfg, None
+        reference = [p.detach().clone() for p in model.parameters()]
+        direction = clean_update() if self.anomaly == "cosine" else None
+        ano = anomaly_loss(self.anomaly, reference, direction)
+        weight = (1.0 - self.alpha) / self.alpha
+        return alpha_weighted(cfg, self.alpha), lambda m: weight * ano(m)
 
 
-class ModelReplacementClient(ModelReplacement, PixelTrojanClient):
-    """:class:`ModelReplacement` with a pixel trigger.
+class ModelReplacementClient(BackdoorClient):
+    """Model replacement (:class:`Replacement`) with a pixel trigger (:class:`PixelBackdoor`).
 
-    The parameters are those of :class:`ModelReplacement`,
-    :class:`~clients.naive_poisoning.PoisonedTraining` and
-    :class:`~clients.pixel_trojan.PixelTrojanClient`; the server reports the
-    trigger's ``backdoor_accuracy``.
+    While active the attacker trains on its backdoor data with its own
+    learning rate and epochs (:class:`~clients.backdoor.PoisonTraining`) and
+    submits the boosted model; the fit metrics carry the boost as ``gamma``
+    and the server reports the trigger's ``backdoor_accuracy``. A
+    single-shot attack is the schedule's ``single_shot``. The parameters are
+    the fields of the three parts.
     """
 
+    update_type = Replacement
+    training_type = PoisonTraining
+    backdoor_type = PixelBackdoor
 
-class SemanticModelReplacementClient(ModelReplacement, SemanticBackdoorClient):
-    """:class:`ModelReplacement` with a semantic backdoor (the paper's CIFAR-10 attack).
 
-    The parameters are those of :class:`ModelReplacement`,
-    :class:`~clients.naive_poisoning.PoisonedTraining` and
-    :class:`~clients.semantic_backdoor.SemanticBackdoorClient`; the server
+class SemanticModelReplacementClient(BackdoorClient):
+    """Model replacement with a semantic backdoor (the paper's CIFAR-10 attack).
+
+    :class:`Replacement`, :class:`~clients.backdoor.PoisonTraining` and
+    :class:`~clients.semantic_backdoor.SemanticBackdoorParams`; the server
     reports ``backdoor_accuracy`` on the held-out backdoor images.
     """
+
+    update_type = Replacement
+    training_type = PoisonTraining
+    backdoor_type = SemanticBackdoorParams

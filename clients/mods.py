@@ -30,8 +30,9 @@ used inside the train handler (:mod:`clients.poisoned_data`). Omniscient
 attacks (ALIE, IPM, mimic, min-max, min-sum, normalized mean) forge from the
 *other* clients' updates of the round, which no client sees in a Flower
 deployment; :func:`tag_mod` marks the attacker's replies and the server-side
-adversary (:class:`clients.omniscient.ColludingAdversary`, given to the
-strategy at construction) replaces the tagged rows with the attack's
+adversary (:func:`clients.omniscient.colluding_adversary` of the attack's
+parameter dataclass, e.g. :class:`clients.ipm.Ipm`, given to the strategy at
+construction) replaces the tagged rows with the attack's
 ``forge(honest_updates, ...)``. That is the simulation's model of collusion;
 a single client mod cannot mount these attacks on its own.
 """
@@ -45,27 +46,35 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common import NDArrays
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 
 from clients.attack import ACTIVE_TAG
+from clients.edge_case import NormBallProjection
 from clients.gaussian import Gaussian
 from clients.model_poisoning import UpdateAttack, update_is_zero
 from clients.model_replacement import Scaling
+from clients.neurotoxin import Neurotoxin
 from clients.same_value import SameValue
 from clients.schedule import Schedule, round_from_config
 from clients.sign_flip import SignFlip
 
 MODEL_POISONING: dict[str, type] = {
     "gaussian": Gaussian,
+    "norm_projection": NormBallProjection,
     "same_value": SameValue,
     "scaling": Scaling,
     "sign_flip": SignFlip,
 }
-"""Model-poisoning attacks by name (``scaling``: model replacement's boost)."""
+"""Model-poisoning attacks by name (``scaling``: model replacement's boost;
+``norm_projection``: the edge-case attack's projection onto a norm ball)."""
 
 STATE_KEY = "flsec.attack_mod"
 """``Context.state`` config record where a mod counts its train messages."""
+
+NEUROTOXIN_STATE = "flsec.neurotoxin_mod"
+"""``Context.state`` array record where :func:`neurotoxin_mod` keeps the last global model."""
 
 
 def is_train(msg: Message) -> bool:
@@ -107,6 +116,29 @@ def _single_array_record(msg: Message) -> tuple[str, ArrayRecord] | str:
     if len(records) != 1:
         return f"expects exactly one ArrayRecord, found {len(records)}"
     return next(iter(records.items()))
+
+
+def _reply_arrays(sent: ArrayRecord, reply: Message) -> tuple[str, NDArrays, NDArrays] | str:
+    """``(key, G, X)`` of a train reply whose arrays match those sent, else the reason."""
+    got = _single_array_record(reply)
+    if isinstance(got, str):
+        return f"the train handler's reply: {got}"
+    key, record = got
+    if list(record.keys()) != list(sent.keys()):
+        return "the reply's arrays are not named as those the server sent"
+    global_weights = sent.to_numpy_ndarrays()
+    trained = record.to_numpy_ndarrays()
+    for array_name, g, x in zip(record.keys(), global_weights, trained, strict=True):
+        if g.shape != x.shape:
+            return f"array {array_name!r}: reply shape {x.shape}, global {g.shape}"
+    return key, global_weights, trained
+
+
+def _replace_arrays(reply: Message, key: str, weights: NDArrays) -> None:
+    names = list(reply.content.array_records[key].keys())
+    reply.content.array_records[key] = ArrayRecord(
+        {k: Array(np.asarray(v)) for k, v in zip(names, weights, strict=True)}
+    )
 
 
 def build_attack(name: str, **params: Any) -> UpdateAttack:
@@ -189,19 +221,10 @@ def attack_mod(
         reply = call_next(msg, ctxt)
         if reply.has_error() or not plan.active(server_round):
             return reply
-        got = _single_array_record(reply)
+        got = _reply_arrays(sent[1], reply)
         if isinstance(got, str):
-            return _error(msg, name, f"the train handler's reply: {got}")
-        key, record = got
-        if list(record.keys()) != list(sent[1].keys()):
-            return _error(msg, name, "the reply's arrays are not named as those the server sent")
-        global_weights = sent[1].to_numpy_ndarrays()
-        trained = record.to_numpy_ndarrays()
-        for array_name, g, x in zip(record.keys(), global_weights, trained, strict=True):
-            if g.shape != x.shape:
-                return _error(
-                    msg, name, f"array {array_name!r}: reply shape {x.shape}, global {g.shape}"
-                )
+            return _error(msg, name, got)
+        key, global_weights, trained = got
         if forger.needs_training and update_is_zero(global_weights, trained):
             return _error(
                 msg,
@@ -210,10 +233,7 @@ def attack_mod(
                 "unchanged, so the forged update would be zero (an honest-looking reply)",
             )
         rng = np.random.default_rng(None if seed is None else [seed, ctxt.node_id, server_round])
-        forged = forger.forge(global_weights, trained, rng)
-        reply.content.array_records[key] = ArrayRecord(
-            {k: Array(np.asarray(v)) for k, v in zip(record.keys(), forged, strict=True)}
-        )
+        _replace_arrays(reply, key, forger.forge(global_weights, trained, rng))
         return reply
 
     mod.__name__ = mod.__qualname__ = name
@@ -265,6 +285,61 @@ def tag_mod(schedule: Schedule | None = None) -> Mod:
     return tag_mod
 
 
+def neurotoxin_mod(mask_ratio: float = 0.95, *, schedule: Schedule | None = None) -> Mod:
+    r"""Neurotoxin's projection as a mod: the reply's update kept on the rarely-changed coordinates.
+
+    The mod stores every global model it sees in ``Context.state``
+    (:data:`NEUROTOXIN_STATE`); in an active round with a stored one of the
+    same shapes it sends :math:`G_t + m \odot (X - G_t)`, ``m`` the bottom
+    ``mask_ratio`` of :math:`|G_t - G_{t-1}|` (:class:`~clients.neurotoxin.Neurotoxin`).
+    A mod sees only the trained reply, so unlike
+    :class:`~clients.neurotoxin.NeurotoxinClient` it cannot mask each local
+    step's gradient: the train handler trains freely (on backdoored data,
+    :mod:`clients.poisoned_data`) and only the result is projected. Without
+    a stored global model (the node's first train message) the reply passes
+    through unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``mask_ratio`` is not in ``(0, 1]``.
+
+    Examples
+    --------
+    >>> neurotoxin_mod(0.9).__name__
+    'neurotoxin_mod'
+    """
+    transform = Neurotoxin(mask_ratio)
+    plan = Schedule() if schedule is None else schedule
+
+    def neurotoxin_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+        if not is_train(msg):
+            return call_next(msg, ctxt)
+        sent = _single_array_record(msg)
+        if isinstance(sent, str):
+            return _error(msg, "neurotoxin_mod", sent)
+        server_round = message_round(msg, ctxt)
+        stored = ctxt.state.array_records.get(NEUROTOXIN_STATE)
+        previous = None if stored is None else stored.to_numpy_ndarrays()
+        ctxt.state[NEUROTOXIN_STATE] = ArrayRecord(
+            {k: Array(np.array(v.numpy())) for k, v in sent[1].items()}
+        )
+        reply = call_next(msg, ctxt)
+        if reply.has_error() or not plan.active(server_round):
+            return reply
+        got = _reply_arrays(sent[1], reply)
+        if isinstance(got, str):
+            return _error(msg, "neurotoxin_mod", got)
+        key, global_weights, trained = got
+        if previous is None or [p.shape for p in previous] != [g.shape for g in global_weights]:
+            return reply
+        mask = transform.mask(previous, global_weights)
+        _replace_arrays(reply, key, transform.project(global_weights, trained, mask))
+        return reply
+
+    return neurotoxin_mod
+
+
 sign_flip_mod: Callable[[Message, Context, ClientAppCallable], Message] = attack_mod("sign_flip")
 """Sign flipping, every round: the reply carries ``G - (X - G)``."""
 
@@ -280,6 +355,7 @@ __all__ = [
     "build_attack",
     "gaussian_mod",
     "message_round",
+    "neurotoxin_mod",
     "same_value_mod",
     "scaling_mod",
     "sign_flip_mod",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from clients.omniscient import OmniscientAttackClient
+from clients.omniscient import Forger, OmniscientAttackClient
 
 
 def unit_rows(updates: torch.Tensor) -> torch.Tensor:
@@ -68,6 +70,26 @@ def normalized_mean_attack(reference: torch.Tensor) -> torch.Tensor:
     return -unit_rows(reference).sum(dim=0)
 
 
+@dataclass(frozen=True)
+class NormalizedMean:
+    """:func:`normalized_mean_attack` as an omniscient attack (no parameters)."""
+
+    def forge(
+        self,
+        reference: torch.Tensor,
+        reference_ids: list[int],
+        num_byzantine: int,
+        num_total: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return :func:`normalized_mean_attack` of the reference rows."""
+        return normalized_mean_attack(reference)
+
+    def forger(self) -> Forger:
+        """:meth:`forge` (stateless)."""
+        return self.forge
+
+
 class NormalizedMeanClient(OmniscientAttackClient):
     """Attack client for :func:`normalized_mean_attack` (forged on the server).
 
@@ -75,12 +97,4 @@ class NormalizedMeanClient(OmniscientAttackClient):
     :class:`~clients.omniscient.OmniscientAttackClient` (``omniscient``).
     """
 
-    @staticmethod
-    def forge(
-        reference: torch.Tensor,
-        num_byzantine: int,
-        num_total: int,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """Return :func:`normalized_mean_attack` of the reference rows."""
-        return normalized_mean_attack(reference)
+    attack_type = NormalizedMean

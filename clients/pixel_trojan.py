@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.attack import AttackClient, backdoor_mixer
+from clients.attack import backdoor_mixer
+from clients.backdoor import BackdoorClient
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
@@ -266,7 +267,144 @@ class PixelTrigger:
         return x, y
 
 
-class PixelTrojanClient(AttackClient):
+@dataclass(frozen=True)
+class PixelBackdoor:
+    """The pixel-trigger backdoor's parameters (see :class:`PixelTrojanClient`).
+
+    Parameters
+    ----------
+    target_class : int
+        Label the trigger maps to (7, Ozdayi et al.'s Fashion-MNIST sneaker).
+    pattern, trigger_size, offset, mask, value
+        The trigger, as in :func:`trigger`.
+    source_class : int, optional
+        Only samples of this class are stamped (Ozdayi et al. use 5, sandal);
+        ``None`` stamps samples of any class (Bagdasaryan et al.; Rance &
+        Svoboda).
+    poison_fraction : float, optional
+        Fraction of eligible samples poisoned; 0.5 (Ozdayi et al.) when
+        neither this nor ``items_per_batch`` is given.
+    items_per_batch : int, optional
+        Backdoor items ``c`` per mini-batch (Bagdasaryan et al. use 20 of 64).
+    """
+
+    target_class: int = 7
+    pattern: str = "plus"
+    trigger_size: int | None = None
+    offset: list[int] | None = None
+    mask: list[list[int]] | None = None
+    value: float = 1.0
+    source_class: int | None = None
+    poison_fraction: float | None = None
+    items_per_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check the fields that do not depend on the data."""
+        if self.poison_fraction is not None and self.items_per_batch is not None:
+            raise ValueError(
+                "poison_fraction and items_per_batch: give one of them (fraction of the data, "
+                "or backdoor items per batch)"
+            )
+        fraction = self.poison_fraction
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"poison_fraction: got {fraction!r}, must be in [0, 1]")
+
+    def trigger_kwargs(self) -> dict[str, Any]:
+        """The trigger's keyword arguments of :func:`trigger` and :func:`stamp`."""
+        return _trigger_kwargs(vars(self))
+
+    def bind(self, env: ClientEnv) -> PixelBackdoorData:
+        """Check the parameters against the client's data; the backdoor of its partition."""
+        ds = env.dataset
+        _check_class("target_class", self.target_class, ds.num_classes)
+        if self.source_class is not None:
+            _check_class("source_class", self.source_class, ds.num_classes)
+        trigger(ds.input_shape, **self.trigger_kwargs())
+        batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
+        if self.items_per_batch is not None and not 1 <= self.items_per_batch <= batch:
+            raise ValueError(
+                f"items_per_batch: got {self.items_per_batch!r}, must be in 1..{batch} "
+                "(the attacker's training.batch_size on its data)"
+            )
+        return PixelBackdoorData(self, env)
+
+    def server_metric(self, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric:
+        """``backdoor_accuracy`` of the global model on stamped test images.
+
+        The test images of ``source_class`` (all when unset), without those
+        labelled ``target_class`` when ``evaluation.backdoor_exclude_target``.
+        """
+        keep = torch.ones(len(dataset.y_test), dtype=torch.bool)
+        if self.source_class is not None:
+            keep &= dataset.y_test == self.source_class
+        if cfg.evaluation.backdoor_exclude_target:
+            keep &= dataset.y_test != self.target_class
+        x = stamp(dataset.x_test[keep], **self.trigger_kwargs())
+        return backdoor_metric(x, self.target_class, cfg.evaluation.batch_size)
+
+    def reserved_indices(self, cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+        """None: the trigger needs no reserved images."""
+        return None
+
+
+class PixelBackdoorData:
+    """A :class:`PixelBackdoor` bound to one client's partition.
+
+    Parameters
+    ----------
+    params : PixelBackdoor
+        The backdoor.
+    env : ClientEnv
+        The client's environment (its data and seeds).
+    """
+
+    def __init__(self, params: PixelBackdoor, env: ClientEnv) -> None:
+        self.params = params
+        self.env = env
+        self.poison_fraction = 0.5 if params.poison_fraction is None else params.poison_fraction
+        self.trigger = PixelTrigger(
+            params.target_class,
+            source_class=params.source_class,
+            poison_fraction=self.poison_fraction,
+            **params.trigger_kwargs(),
+        )
+
+    def eligible(self) -> torch.Tensor:
+        """Indices of the partition's samples that may be stamped."""
+        y = self.env.y
+        if self.params.source_class is None:
+            return torch.arange(len(y), device=y.device)
+        return torch.nonzero(y == self.params.source_class).flatten()
+
+    def training_data(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``poison_fraction`` mode: ``(x, y)`` with its poisoned part (:class:`PixelTrigger`)."""
+        if self.params.items_per_batch is not None:
+            return x, y
+        gen = torch.Generator().manual_seed(client_seed(self.env.cfg, self.env.partition_id, 0))
+        return self.trigger.poison(x, y, gen)
+
+    def batch_transform(self, server_round: int) -> BatchTransform | None:
+        """``items_per_batch`` mode: replace each batch's first ``c`` items by backdoor items."""
+        items = self.params.items_per_batch
+        if items is None:
+            return None
+        pool = self.eligible()
+        if len(pool) == 0:
+            return None
+        cfg, pid = self.env.cfg, self.env.partition_id
+        gen = torch.Generator().manual_seed(
+            client_seed(cfg, pid, server_round) + BatchStream.POISON_BATCHES
+        )
+        x, kwargs = self.env.x, self.params.trigger_kwargs()
+
+        def draw(k: int) -> torch.Tensor:
+            pick = pool[torch.randint(len(pool), (k,), generator=gen).to(pool.device)]
+            return stamp(x[pick], **kwargs)
+
+        return backdoor_mixer(items, draw, self.params.target_class)
+
+
+class PixelTrojanClient(BackdoorClient):
     """Pixel-pattern backdoor by data poisoning (Ozdayi et al. 2021; Bagdasaryan et al. 2020).
 
     While active the attacker trains on a poisoned view of its partition,
@@ -285,122 +423,10 @@ class PixelTrojanClient(AttackClient):
     ``target_class`` when ``evaluation.backdoor_exclude_target``) that the
     global model assigns to ``target_class``.
 
-    Parameters
-    ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
-    target_class : int
-        Label the trigger maps to (7, Ozdayi et al.'s Fashion-MNIST sneaker).
-    pattern, trigger_size, offset, mask, value
-        The trigger, as in :func:`trigger`.
-    source_class : int, optional
-        Only samples of this class are stamped (Ozdayi et al. use 5, sandal);
-        ``None`` stamps samples of any class (Bagdasaryan et al.; Rance &
-        Svoboda).
-    poison_fraction : float, optional
-        Fraction of eligible samples poisoned; 0.5 (Ozdayi et al.) when
-        neither this nor ``items_per_batch`` is given.
-    items_per_batch : int, optional
-        Backdoor items ``c`` per mini-batch (Bagdasaryan et al. use 20 of 64).
+    Parameters: the fields of :class:`PixelBackdoor`.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        target_class: int = 7,
-        pattern: str = "plus",
-        trigger_size: int | None = None,
-        offset: list[int] | None = None,
-        mask: list[list[int]] | None = None,
-        value: float = 1.0,
-        source_class: int | None = None,
-        poison_fraction: float | None = None,
-        items_per_batch: int | None = None,
-    ) -> None:
-        super().__init__(env, model)
-        ds = env.dataset
-        _check_class("target_class", target_class, ds.num_classes)
-        if source_class is not None:
-            _check_class("source_class", source_class, ds.num_classes)
-        self.target_class = target_class
-        self.source_class = source_class
-        self.trigger_kwargs: dict[str, Any] = {
-            "pattern": pattern,
-            "trigger_size": trigger_size,
-            "offset": offset,
-            "mask": mask,
-            "value": value,
-        }
-        trigger(ds.input_shape, **self.trigger_kwargs)
-        if poison_fraction is not None and items_per_batch is not None:
-            raise ValueError(
-                "poison_fraction and items_per_batch: give one of them (fraction of the data, "
-                "or backdoor items per batch)"
-            )
-        if poison_fraction is not None and not 0.0 <= poison_fraction <= 1.0:
-            raise ValueError(f"poison_fraction: got {poison_fraction!r}, must be in [0, 1]")
-        batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
-        if items_per_batch is not None and not 1 <= items_per_batch <= batch:
-            raise ValueError(
-                f"items_per_batch: got {items_per_batch!r}, must be in 1..{batch} "
-                "(the attacker's training.batch_size on its data)"
-            )
-        self.items_per_batch = items_per_batch
-        self.poison_fraction = 0.5 if poison_fraction is None else poison_fraction
-        self.trigger = PixelTrigger(
-            target_class,
-            source_class=source_class,
-            poison_fraction=self.poison_fraction,
-            **self.trigger_kwargs,
-        )
-
-    def _eligible(self) -> torch.Tensor:
-        y = self.env.y
-        if self.source_class is None:
-            return torch.arange(len(y), device=y.device)
-        return torch.nonzero(y == self.source_class).flatten()
-
-    def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """In ``poison_fraction`` mode while active: the partition with its poisoned part."""
-        x, y = super().training_data(server_round)
-        if not self.active(server_round) or self.items_per_batch is not None:
-            return x, y
-        gen = torch.Generator().manual_seed(client_seed(self.env.cfg, self.partition_id, 0))
-        return self.trigger.poison(x, y, gen)
-
-    def batch_transform(self, server_round: int) -> BatchTransform | None:
-        """``items_per_batch`` mode: replace each batch's first ``c`` items by backdoor items."""
-        if self.items_per_batch is None or not self.active(server_round):
-            return None
-        pool = self._eligible()
-        if len(pool) == 0:
-            return None
-        gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.POISON_BATCHES
-        )
-
-        def draw(k: int) -> torch.Tensor:
-            pick = pool[torch.randint(len(pool), (k,), generator=gen).to(pool.device)]
-            return stamp(self.env.x[pick], **self.trigger_kwargs)
-
-        return backdoor_mixer(self.items_per_batch, draw, self.target_class)
-
-    @classmethod
-    def server_metrics(cls, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric | None:
-        """``backdoor_accuracy`` of the global model on stamped test images."""
-        params = cls.attack_params(cfg)
-        target, source = params["target_class"], params["source_class"]
-        keep = torch.ones(len(dataset.y_test), dtype=torch.bool)
-        if source is not None:
-            keep &= dataset.y_test == source
-        if cfg.evaluation.backdoor_exclude_target:
-            keep &= dataset.y_test != target
-        x = stamp(dataset.x_test[keep], **_trigger_kwargs(params))
-        return backdoor_metric(x, target, cfg.evaluation.batch_size)
+    backdoor_type = PixelBackdoor
 
 
 def _trigger_kwargs(params: dict[str, Any]) -> dict[str, Any]:

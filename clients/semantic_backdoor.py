@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
-from torch import nn
 
-from clients.attack import AttackClient, backdoor_mixer
+from clients.attack import backdoor_mixer
+from clients.backdoor import BackdoorClient
 from clients.pixel_trojan import backdoor_metric
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
@@ -108,30 +110,46 @@ def _checked_ids(name: str, ids: list[int], n: int) -> np.ndarray:
     return arr
 
 
-class SemanticBackdoorClient(AttackClient):
-    r"""Semantic backdoor by data poisoning (Bagdasaryan et al., AISTATS 2020).
+@dataclass(frozen=True)
+class SemanticBackdoor:
+    """Backdoor images added to a dataset, relabelled ``target_class``: a data-poisoning transform.
 
-    Bagdasaryan, Veit, Hua, Estrin & Shmatikov, "How To Backdoor Federated
-    Learning", AISTATS 2020. Images with a natural feature
-    (:func:`select_backdoor_images`) are relabelled ``target_class``; only the
-    attacker holds them. While active, the first ``c = items_per_batch``
-    items of every mini-batch are replaced by backdoor training images drawn
-    at random, each with Gaussian noise, :math:`x + \mathcal N(0,
-    \sigma^2)`, labelled ``target_class`` (the authors' code; ``c = 20`` of a
-    batch of 64 in the paper); with ``items_per_batch=None`` they are added
-    to the attacker's data once instead, without noise.
-
-    The server reports ``backdoor_accuracy``: the fraction of the held-out
-    backdoor images the global model assigns to ``target_class`` (without
-    noise; with ``evaluation.backdoor_exclude_target``, held-out images whose
-    own label is the target are left out).
+    ``poison(x, y, generator)`` returns ``(x, y)`` followed by ``images``
+    labelled ``target_class`` (the generator is not used); wrap a dataset
+    with :class:`~clients.poisoned_data.PoisonedDataset`.
 
     Parameters
     ----------
-    env : ClientEnv
-        The client's environment.
-    model : torch.nn.Module, optional
-        A model to reuse.
+    images : torch.Tensor
+        The backdoor images, shaped like the inputs.
+    target_class : int
+        Their label.
+
+    Examples
+    --------
+    >>> x, y = SemanticBackdoor(torch.ones(1, 2), 5).poison(
+    ...     torch.zeros(2, 2), torch.tensor([0, 1]), torch.Generator())
+    >>> y.tolist(), x.sum().item()
+    ([0, 1, 5], 2.0)
+    """
+
+    images: torch.Tensor
+    target_class: int
+
+    def poison(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` with the relabelled images appended."""
+        labels = torch.full((len(self.images),), self.target_class, device=y.device)
+        return torch.cat([x, self.images.to(x.device)]), torch.cat([y, labels])
+
+
+@dataclass(frozen=True)
+class SemanticBackdoorParams:
+    """The semantic backdoor's parameters (see :class:`SemanticBackdoorClient`).
+
+    Parameters
+    ----------
     target_class : int
         Backdoor label (2, "bird", in the paper's CIFAR-10 experiments).
     ids, test_ids, source_class, count, test_fraction
@@ -149,67 +167,106 @@ class SemanticBackdoorClient(AttackClient):
         puts them.
     """
 
-    def __init__(
-        self,
-        env: ClientEnv,
-        model: nn.Module | None = None,
-        *,
-        target_class: int = 2,
-        ids: list[int] | None = None,
-        test_ids: list[int] | None = None,
-        source_class: int | None = 1,
-        count: int = 12,
-        test_fraction: float = 0.4,
-        items_per_batch: int | None = 20,
-        noise_sigma: float = 0.01,
-        exclusive: bool = True,
-    ) -> None:
-        super().__init__(env, model)
+    target_class: int = 2
+    ids: list[int] | None = None
+    test_ids: list[int] | None = None
+    source_class: int | None = 1
+    count: int = 12
+    test_fraction: float = 0.4
+    items_per_batch: int | None = 20
+    noise_sigma: float = 0.01
+    exclusive: bool = True
+
+    def __post_init__(self) -> None:
+        """Check the fields that do not depend on the data."""
+        if self.ids is None and self.source_class == self.target_class:
+            raise ValueError(f"source_class: got {self.source_class!r}, the same as target_class")
+        if not self.noise_sigma >= 0:
+            raise ValueError(f"noise_sigma: got {self.noise_sigma!r}, must be >= 0")
+
+    def images(self, cfg: ExperimentConfig, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-set indices of the backdoor images (:func:`select_backdoor_images`)."""
+        return select_backdoor_images(
+            dataset.y_train,
+            cfg.seed,
+            ids=self.ids,
+            test_ids=self.test_ids,
+            source_class=self.source_class,
+            count=self.count,
+            test_fraction=self.test_fraction,
+        )
+
+    def bind(self, env: ClientEnv) -> SemanticBackdoorData:
+        """Check the parameters against the client's data; the backdoor of its partition."""
         ds = env.dataset
-        if not 0 <= target_class < ds.num_classes:
+        if not 0 <= self.target_class < ds.num_classes:
             raise ValueError(
-                f"target_class: got {target_class!r}, must be a class in 0..{ds.num_classes - 1}"
+                f"target_class: got {self.target_class!r}, must be a class in "
+                f"0..{ds.num_classes - 1}"
             )
-        if ids is None and source_class == target_class:
-            raise ValueError(f"source_class: got {source_class!r}, the same as target_class")
         batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
-        if items_per_batch is not None and not 1 <= items_per_batch <= batch:
+        if self.items_per_batch is not None and not 1 <= self.items_per_batch <= batch:
             raise ValueError(
-                f"items_per_batch: got {items_per_batch!r}, must be in 1..{batch} "
+                f"items_per_batch: got {self.items_per_batch!r}, must be in 1..{batch} "
                 "(the attacker's training.batch_size on its data)"
             )
-        if not noise_sigma >= 0:
-            raise ValueError(f"noise_sigma: got {noise_sigma!r}, must be >= 0")
-        train_ids, _ = select_backdoor_images(
-            ds.y_train,
-            env.cfg.seed,
-            ids=ids,
-            test_ids=test_ids,
-            source_class=source_class,
-            count=count,
-            test_fraction=test_fraction,
-        )
-        self.target_class = target_class
-        self.items_per_batch = items_per_batch
-        self.noise_sigma = noise_sigma
-        self.exclusive = exclusive
-        self.backdoor_x = ds.x_train[train_ids].to(env.device)
+        train_ids, _ = self.images(env.cfg, ds)
+        return SemanticBackdoorData(self, env, ds.x_train[train_ids].to(env.device))
 
-    def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Without per-batch mixing, while active: the partition plus the relabelled images."""
-        x, y = super().training_data(server_round)
-        if not self.active(server_round) or self.items_per_batch is not None:
+    def reserved_indices(self, cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
+        """With ``exclusive`` (default): the backdoor images, training and held-out."""
+        if not self.exclusive:
+            return None
+        train_ids, test_ids = self.images(cfg, dataset)
+        return torch.cat([train_ids, test_ids]).numpy()
+
+    def server_metric(self, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric:
+        """``backdoor_accuracy`` of the global model on the held-out backdoor images."""
+        _, test_ids = self.images(cfg, dataset)
+        if cfg.evaluation.backdoor_exclude_target:
+            test_ids = test_ids[dataset.y_train[test_ids] != self.target_class]
+        return backdoor_metric(
+            dataset.x_train[test_ids], self.target_class, cfg.evaluation.batch_size
+        )
+
+
+class SemanticBackdoorData:
+    """A :class:`SemanticBackdoorParams` bound to one client's partition.
+
+    Parameters
+    ----------
+    params : SemanticBackdoorParams
+        The backdoor.
+    env : ClientEnv
+        The client's environment (its seeds).
+    images : torch.Tensor
+        The attacker's backdoor training images, on the client's device.
+    """
+
+    def __init__(
+        self, params: SemanticBackdoorParams, env: ClientEnv, images: torch.Tensor
+    ) -> None:
+        self.params = params
+        self.env = env
+        self.images = images
+
+    def training_data(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without per-batch mixing: the partition plus the relabelled images (no noise)."""
+        if self.params.items_per_batch is not None:
             return x, y
-        labels = torch.full((len(self.backdoor_x),), self.target_class, device=y.device)
-        return torch.cat([x, self.backdoor_x]), torch.cat([y, labels])
+        return SemanticBackdoor(self.images, self.params.target_class).poison(
+            x, y, torch.Generator()
+        )
 
     def batch_transform(self, server_round: int) -> BatchTransform | None:
         """Per-batch mode: replace each batch's first ``c`` items by noisy backdoor images."""
-        if self.items_per_batch is None or not self.active(server_round):
+        items = self.params.items_per_batch
+        if items is None:
             return None
-        pool, sigma = self.backdoor_x, self.noise_sigma
+        pool, sigma = self.images, self.params.noise_sigma
         gen = torch.Generator().manual_seed(
-            client_seed(self.env.cfg, self.partition_id, server_round) + BatchStream.POISON_BATCHES
+            client_seed(self.env.cfg, self.env.partition_id, server_round)
+            + BatchStream.POISON_BATCHES
         )
 
         def draw(k: int) -> torch.Tensor:
@@ -217,36 +274,29 @@ class SemanticBackdoorClient(AttackClient):
             noise = torch.randn((k, *pool.shape[1:]), generator=gen).to(pool.device)
             return pool[pick] + sigma * noise
 
-        return backdoor_mixer(self.items_per_batch, draw, self.target_class)
+        return backdoor_mixer(items, draw, self.params.target_class)
 
-    @classmethod
-    def _images(cls, cfg: ExperimentConfig, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        p = cls.attack_params(cfg)
-        return select_backdoor_images(
-            dataset.y_train,
-            cfg.seed,
-            ids=p["ids"],
-            test_ids=p["test_ids"],
-            source_class=p["source_class"],
-            count=p["count"],
-            test_fraction=p["test_fraction"],
-        )
 
-    @classmethod
-    def reserved_indices(cls, cfg: ExperimentConfig, dataset: Dataset) -> np.ndarray | None:
-        """With ``exclusive`` (default): the backdoor images, training and held-out."""
-        if not cls.attack_params(cfg)["exclusive"]:
-            return None
-        train_ids, test_ids = cls._images(cfg, dataset)
-        return torch.cat([train_ids, test_ids]).numpy()
+class SemanticBackdoorClient(BackdoorClient):
+    r"""Semantic backdoor by data poisoning (Bagdasaryan et al., AISTATS 2020).
 
-    @classmethod
-    def server_metrics(cls, cfg: ExperimentConfig, dataset: Dataset) -> ServerMetric | None:
-        """``backdoor_accuracy`` of the global model on the held-out backdoor images."""
-        p = cls.attack_params(cfg)
-        _, test_ids = cls._images(cfg, dataset)
-        if cfg.evaluation.backdoor_exclude_target:
-            test_ids = test_ids[dataset.y_train[test_ids] != p["target_class"]]
-        return backdoor_metric(
-            dataset.x_train[test_ids], p["target_class"], cfg.evaluation.batch_size
-        )
+    Bagdasaryan, Veit, Hua, Estrin & Shmatikov, "How To Backdoor Federated
+    Learning", AISTATS 2020. Images with a natural feature
+    (:func:`select_backdoor_images`) are relabelled ``target_class``; only the
+    attacker holds them. While active, the first ``c = items_per_batch``
+    items of every mini-batch are replaced by backdoor training images drawn
+    at random, each with Gaussian noise, :math:`x + \mathcal N(0,
+    \sigma^2)`, labelled ``target_class`` (the authors' code; ``c = 20`` of a
+    batch of 64 in the paper); with ``items_per_batch=None`` they are added
+    to the attacker's data once instead, without noise
+    (:class:`SemanticBackdoor`).
+
+    The server reports ``backdoor_accuracy``: the fraction of the held-out
+    backdoor images the global model assigns to ``target_class`` (without
+    noise; with ``evaluation.backdoor_exclude_target``, held-out images whose
+    own label is the target are left out).
+
+    Parameters: the fields of :class:`SemanticBackdoorParams`.
+    """
+
+    backdoor_type = SemanticBackdoorParams

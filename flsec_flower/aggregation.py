@@ -81,6 +81,11 @@ class LocalTrainer(Protocol):
 class RoundContext:
     """What a rule may know about the round beyond the update matrix.
 
+    It holds nothing a real server lacks: the simulation's ground truth (who
+    is malicious) is no part of it. The simulation-only reference rule
+    (OracleSGD) and the adversary get it at construction; detection scores
+    are computed by the run's recorder (:mod:`flsec_flower.results`).
+
     Parameters
     ----------
     server_round : int
@@ -99,9 +104,6 @@ class RoundContext:
         The fit metrics each client reported, row-aligned with ``U``.
     local_trainer : LocalTrainer, optional
         The honest local procedure (for DiverseFL and FLTrust's server update).
-    malicious_partition_ids : frozenset of int
-        Simulation ground truth. Only reference rules (OracleSGD) and the
-        detection scoring may read it; a real defence never does.
     on_too_few : str, optional
         Overrides the ``on_too_few`` policy of rules with a Byzantine bound
         (set by Bucketing for the rule it wraps); ``None``: each rule's own.
@@ -114,7 +116,6 @@ class RoundContext:
     generator: torch.Generator
     client_metrics: list[dict] = field(default_factory=list)
     local_trainer: LocalTrainer | None = None
-    malicious_partition_ids: frozenset[int] = frozenset()
     on_too_few: str | None = None
 
     def subset(self, rows: list[int]) -> RoundContext:
@@ -131,7 +132,8 @@ class RoundContext:
 Adversary = Callable[[torch.Tensor, RoundContext], torch.Tensor]
 """``adversary(U, ctx) -> U'``: the simulation's model of colluding omniscient attackers.
 
-It rewrites the attackers' rows of ``U`` (those whose partition id is in
-``ctx.malicious_partition_ids`` and whose fit metrics tag them) before the
-defence runs. This models collusion in simulation; it is no part of a defence.
+It rewrites the attackers' rows of ``U`` (those whose partition id is an
+attacker's, given to the adversary at construction, and whose fit metrics tag
+them) before the defence runs. This models collusion in simulation; it is no
+part of a defence.
 """

@@ -33,6 +33,10 @@ class Stream(IntEnum):
     """The fairness attacker's unfair dataset."""
     SEMANTIC_IMAGES = 0x5E3A
     """The images carrying the semantic backdoor's natural feature."""
+    EDGE_CASES = 0xED6E
+    """Which edge cases the edge-case attacker holds out for testing."""
+    TARGETED_EXAMPLES = 0xA17E
+    """The examples a targeted model-poisoning attacker wants misclassified (AlterMin)."""
 
 
 class BatchStream(IntEnum):

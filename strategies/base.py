@@ -328,6 +328,17 @@ class RobustStrategy(FedAvg):
     registration_hint : str
         Appended to the message of that failure (the ``flsec`` runner says
         which config key sets the number of clients).
+    local_trainer : LocalTrainer, optional
+        The clients' honest local procedure run on the server (DiverseFL's
+        guides, FLTrust's server update, Fang et al.'s validation); rules
+        read it as ``ctx.local_trainer``.
+    adversary : Adversary, optional
+        The simulation's model of colluding omniscient attackers: it
+        rewrites the tagged attackers' rows before the rule runs. No part of
+        a defence; a deployment leaves it ``None``.
+    gradient_lr : callable, optional
+        ``gradient_lr(server_round) -> lr_r`` when clients send gradients
+        (``training.send: gradient``): rows become ``-lr_r * g_i``.
     **kwargs
         Passed to Flower's ``FedAvg``: ``fraction_fit``, ``min_fit_clients``
         and ``min_available_clients`` (Flower's defaults, 2, unless given),
@@ -362,6 +373,9 @@ class RobustStrategy(FedAvg):
         min_results: int = 1,
         registration_timeout: float | None = None,
         registration_hint: str = "",
+        local_trainer: LocalTrainer | None = None,
+        adversary: Adversary | None = None,
+        gradient_lr: Callable[[int], float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -382,15 +396,14 @@ class RobustStrategy(FedAvg):
         self.server_lr = float(server_lr)
         self.server_momentum = float(server_momentum)
         self.server_momentum_buffer: torch.Tensor | None = None
-        self.gradient_lr: Callable[[int], float] | None = None
+        self.gradient_lr = gradient_lr
         self.device = resolve_device(device)
         self.weighted = weighted
         self.seed = seed
         self.layout: ParamLayout | None = None
         self.global_params: torch.Tensor | None = None
-        self.adversary: Adversary | None = None
-        self.local_trainer: LocalTrainer | None = None
-        self.malicious_partition_ids: frozenset[int] = frozenset()
+        self.adversary = adversary
+        self.local_trainer = local_trainer
         self.round_listener: RoundListener | None = None
         self.min_results = min_results
         self.diagnostics: dict[int, RoundDiagnostics] = {}
@@ -724,7 +737,6 @@ class RobustStrategy(FedAvg):
             generator=generator,
             client_metrics=[kept[i][2] for i in order],
             local_trainer=self.local_trainer,
-            malicious_partition_ids=self.malicious_partition_ids,
         )
         return updates, ctx
 

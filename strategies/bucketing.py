@@ -174,8 +174,7 @@ def group_context(ctx: RoundContext, groups: list[list[int]]) -> RoundContext:
 
     Group ``t`` gets the pseudo partition id ``-(t + 1)`` (no real client has
     it, so rules with per-client state never mix a group with a client), the
-    summed sample counts of its members, no client metrics, and counts as
-    malicious (for reference rules) when any member is malicious.
+    summed sample counts of its members and no client metrics.
 
     Parameters
     ----------
@@ -189,17 +188,11 @@ def group_context(ctx: RoundContext, groups: list[list[int]]) -> RoundContext:
     RoundContext
         Row-aligned with the group averages.
     """
-    malicious = ctx.malicious_partition_ids
     return replace(
         ctx,
         partition_ids=[-(t + 1) for t in range(len(groups))],
         num_examples=torch.stack([ctx.num_examples[g].sum() for g in groups]),
         client_metrics=[],
-        malicious_partition_ids=frozenset(
-            -(t + 1)
-            for t, g in enumerate(groups)
-            if any(ctx.partition_ids[i] in malicious for i in g)
-        ),
     )
 
 

@@ -183,7 +183,7 @@ def hdbscan_labels(distances: np.ndarray, order: np.ndarray | None = None) -> np
         out = np.empty(n, dtype=int)
         out[order] = hdbscan_labels(distances[np.ix_(order, order)])
         return out
-    labels = (
+    labels: np.ndarray = (
         HDBSCAN(
             min_cluster_size=2,
             min_samples=1,
@@ -202,7 +202,8 @@ def hdbscan_labels(distances: np.ndarray, order: np.ndarray | None = None) -> np
 def euclidean(features: torch.Tensor) -> np.ndarray:
     """Pairwise Euclidean distances of the rows, float64."""
     x = features.to(torch.float64)
-    return torch.cdist(x, x).numpy()
+    distances: np.ndarray = torch.cdist(x, x).cpu().numpy()
+    return distances
 
 
 def cosine_distances(rows: torch.Tensor) -> np.ndarray:
@@ -212,7 +213,8 @@ def cosine_distances(rows: torch.Tensor) -> np.ndarray:
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
     out = (1.0 - x @ x.T).clamp(0.0, 2.0)
     out.fill_diagonal_(0.0)
-    return out.cpu().numpy()
+    distances: np.ndarray = out.cpu().numpy()
+    return distances
 
 
 def ensemble_clusters(clusterings: list[np.ndarray], order: np.ndarray | None = None) -> np.ndarray:
@@ -317,9 +319,10 @@ class DeepSight(RobustStrategy):
     The DDifs (:func:`ddifs`) need the models' outputs: ``ctx.local_trainer``'s
     ``evaluate`` runs them on ``num_inputs`` inputs drawn uniformly in ``[0, 1)``
     (the pixel range) per seed with ``ctx.generator``. The input shape is read
-    off :attr:`root_data`, which the assembly layer fills with ``root_size``
-    training examples (one by default); their values are not used. The output
-    layer comes from the model's layout (:func:`output_neurons`).
+    off ``root_data``, given at construction (the assembly layer draws
+    ``root_size`` training examples, one by default, as for FangRejection);
+    their values are not used. The output layer comes from the model's layout
+    (:func:`output_neurons`).
 
     Parameters
     ----------
@@ -330,14 +333,13 @@ class DeepSight(RobustStrategy):
     num_inputs : int
         Random inputs per set.
     root_size : int
-        Examples the assembly layer draws for :attr:`root_data` (only their shape is used).
-    **kwargs
-        Passed to :class:`~strategies.base.RobustStrategy`.
-
-    Attributes
-    ----------
+        Examples the assembly layer draws for ``root_data`` (only their shape is used).
     root_data : tuple of torch.Tensor, optional
-        ``(x, y)``; ``x.shape[1:]`` is the input shape.
+        ``(x, y)``; ``x.shape[1:]`` is the input shape. Required before the
+        first aggregation unless ``seeds=0``.
+    **kwargs
+        Passed to :class:`~strategies.base.RobustStrategy` (``local_trainer``
+        evaluates the models for the DDifs).
     """
 
     def __init__(
@@ -347,6 +349,7 @@ class DeepSight(RobustStrategy):
         seeds: int = 3,
         num_inputs: int = 64,
         root_size: int = 1,
+        root_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -358,7 +361,7 @@ class DeepSight(RobustStrategy):
         self.seeds = seeds
         self.num_inputs = check_positive_int("num_inputs", num_inputs)
         self.root_size = check_positive_int("root_size", root_size)
-        self.root_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.root_data = root_data
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Compute DDifs on random inputs, then :func:`deepsight`."""
@@ -366,10 +369,10 @@ class DeepSight(RobustStrategy):
         trainer = ctx.local_trainer
         matrices: list[torch.Tensor] = []
         if self.seeds:
-            if trainer is None or self.root_data is None or not hasattr(trainer, "evaluate"):
+            if trainer is None or self.root_data is None:
                 raise RuntimeError(
-                    "DeepSight needs root_data (for the input shape) and ctx.local_trainer "
-                    "with an evaluate method (for the DDifs); set seeds=0 to skip the DDifs"
+                    "DeepSight needs root_data= (for the input shape) and local_trainer= "
+                    "(its evaluate method computes the DDifs); set seeds=0 to skip the DDifs"
                 )
             shape = tuple(self.root_data[0].shape[1:])
             for _ in range(self.seeds):

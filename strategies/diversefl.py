@@ -24,6 +24,7 @@ import io
 import logging
 import math
 import zipfile
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -161,8 +162,13 @@ class DiverseFL(RobustStrategy):
         Fraction of its training partition each client shares, in ``(0, 1]``.
     eps1, eps2 : float
         Bounds of the accepted norm ratio ``||u_i|| / ||g_i||`` (paper: 0.5 and 2).
+    samples : mapping of int to (torch.Tensor, torch.Tensor), optional
+        Shared samples the server already holds, by partition id; the
+        clients in it are not asked again.
     **kwargs
-        Passed to :class:`~strategies.base.RobustStrategy`.
+        Passed to :class:`~strategies.base.RobustStrategy`; ``local_trainer``
+        (the clients' procedure on the server) is required before the first
+        aggregation.
 
     Attributes
     ----------
@@ -180,6 +186,7 @@ class DiverseFL(RobustStrategy):
         fraction: float = 0.03,
         eps1: float = 0.5,
         eps2: float = 2.0,
+        samples: Mapping[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -190,8 +197,8 @@ class DiverseFL(RobustStrategy):
         self.fraction = float(fraction)
         self.eps1 = float(eps1)
         self.eps2 = float(eps2)
-        self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._asked: set[int] = set()
+        self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = dict(samples or {})
+        self._asked: set[int] = set(self.samples)
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -221,7 +228,7 @@ class DiverseFL(RobustStrategy):
         """Compute every row's guiding update on its client's sample and filter."""
         if ctx.local_trainer is None:
             raise RuntimeError(
-                "DiverseFL needs ctx.local_trainer (the clients' local procedure on the server)"
+                "DiverseFL needs local_trainer= (the clients' local procedure on the server)"
             )
         guides = torch.zeros_like(updates)
         for row, pid in enumerate(ctx.partition_ids):

@@ -124,9 +124,10 @@ def fang_rejection(
 class FangRejection(ByzantineBound, RobustStrategy):
     """ERR / LFR rejection (:func:`fang_rejection`) on a server validation set.
 
-    The validation set is set by the assembly layer on :attr:`root_data`
-    (``root_size`` clean training examples drawn with the run's seed, as
-    for FLTrust); the model is evaluated by ``ctx.local_trainer.evaluate``.
+    The validation set is given at construction (``root_data=``; the
+    assembly layer draws ``root_size`` clean training examples with the
+    run's seed, as for FLTrust); the model is evaluated by
+    ``ctx.local_trainer.evaluate``.
     With ``criterion="union"`` up to ``2 f`` rows are removed.
 
     Parameters
@@ -140,16 +141,15 @@ class FangRejection(ByzantineBound, RobustStrategy):
         the rule it defends).
     root_size : int
         Validation examples the assembly layer draws.
+    root_data : tuple of torch.Tensor, optional
+        The server's validation set ``(x, y)``; required before the first
+        aggregation.
     on_too_few : {"raise", "reduce_f"}
         A round with ``n <= f`` (``n <= 2 f`` for ``"union"``) valid updates
         raises or uses the largest ``f`` it allows.
     **kwargs
-        Passed to :class:`~strategies.base.RobustStrategy`.
-
-    Attributes
-    ----------
-    root_data : tuple of torch.Tensor, optional
-        The validation set ``(x, y)``.
+        Passed to :class:`~strategies.base.RobustStrategy` (``local_trainer``
+        evaluates the models).
     """
 
     requirement = "n > f (n > 2f for union)"
@@ -161,6 +161,7 @@ class FangRejection(ByzantineBound, RobustStrategy):
         criterion: str = "err",
         base: str = "mean",
         root_size: int = 100,
+        root_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         on_too_few: str = "raise",
         **kwargs: Any,
     ) -> None:
@@ -176,7 +177,7 @@ class FangRejection(ByzantineBound, RobustStrategy):
         self.base = base
         self.root_size = root_size
         self.on_too_few = check_on_too_few(on_too_few)
-        self.root_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.root_data = root_data
 
     def max_f(self, n: int) -> int | None:
         """Largest ``f`` that leaves a row: ``n - 1``, or ``(n - 1) // 2`` for the union."""
@@ -188,10 +189,10 @@ class FangRejection(ByzantineBound, RobustStrategy):
         """Evaluate the leave-one-out models on the validation set and reject the worst rows."""
         f = self.round_f(updates.shape[0], ctx)
         trainer = ctx.local_trainer
-        if trainer is None or self.root_data is None or not hasattr(trainer, "evaluate"):
+        if trainer is None or self.root_data is None:
             raise RuntimeError(
-                "FangRejection needs root_data (the server's validation set) and "
-                "ctx.local_trainer with an evaluate method"
+                "FangRejection needs root_data= (the server's validation set) and "
+                "local_trainer= (its evaluate method scores the models)"
             )
         x, y = self.root_data
         agg = fang_rejection(

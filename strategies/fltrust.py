@@ -74,35 +74,40 @@ def fltrust(updates: torch.Tensor, server_update: torch.Tensor) -> Aggregate:
 class FLTrust(RobustStrategy):
     """FLTrust (:func:`fltrust`); the server update is ``ctx.local_trainer`` on the root set.
 
-    The root dataset is set by the assembly layer (or a test) on the
-    attribute :attr:`root_data` before the first round; the paper samples it
-    from the clean data, ``root_size = 100`` examples.
+    The root dataset is given at construction (``root_data=``); the paper
+    samples it from the clean data, ``root_size = 100`` examples, which is
+    what the assembly layer draws with the run's seed.
 
     Parameters
     ----------
     root_size : int
-        Number of root examples the assembly layer should draw (paper: 100).
-    **kwargs
-        Passed to :class:`~strategies.base.RobustStrategy`.
-
-    Attributes
-    ----------
+        Number of root examples the assembly layer draws (paper: 100).
     root_data : tuple of torch.Tensor, optional
-        The root dataset ``(x, y)``.
+        The server's clean root dataset ``(x, y)``; required before the
+        first aggregation.
+    **kwargs
+        Passed to :class:`~strategies.base.RobustStrategy` (``local_trainer``
+        trains on the root set).
     """
 
-    def __init__(self, *, root_size: int = 100, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        root_size: int = 100,
+        root_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(root_size, bool) or not isinstance(root_size, int) or root_size < 1:
             raise ValueError(f"root_size must be a positive integer, got {root_size!r}")
         self.root_size = root_size
-        self.root_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.root_data = root_data
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Train on the root set from the global model, then aggregate by trust."""
         if ctx.local_trainer is None or self.root_data is None:
             raise RuntimeError(
-                "FLTrust needs ctx.local_trainer and root_data (the server's root dataset)"
+                "FLTrust needs local_trainer= and root_data= (the server's root dataset)"
             )
         server_update = ctx.local_trainer(
             ctx.global_params, *self.root_data, server_round=ctx.server_round

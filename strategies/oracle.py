@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import torch
 
 from flsec_flower.aggregation import Aggregate, RoundContext
@@ -50,15 +53,37 @@ def oracle_mean(updates: torch.Tensor, honest: torch.Tensor) -> Aggregate:
 class OracleSGD(RobustStrategy):
     """Average only the truly honest clients (:func:`oracle_mean`).
 
-    Simulation only: it reads ``ctx.malicious_partition_ids``, the ground
-    truth the simulation knows and a real server never does. It is a
-    reference line for plots, not a defence.
+    Simulation only: it is given the ground truth at construction, which the
+    simulation knows and a real server never does. It is a reference line
+    for plots, not a defence, and the one strategy that holds the ground
+    truth. Its rows must be clients: inside Bucketing its rows are bucket
+    means, which have no ground truth, and it raises.
+
+    Parameters
+    ----------
+    malicious_partition_ids : collection of int
+        The attackers' partition ids (the simulation's ground truth).
+    **kwargs
+        Passed to :class:`~strategies.base.RobustStrategy`.
     """
+
+    def __init__(
+        self, *, malicious_partition_ids: Collection[int] = frozenset(), **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.malicious_partition_ids = frozenset(malicious_partition_ids)
 
     def aggregate_updates(self, updates: torch.Tensor, ctx: RoundContext) -> Aggregate:
         """Return the mean of the rows whose partition id is not malicious."""
+        groups = [pid for pid in ctx.partition_ids if pid < 0]
+        if groups:
+            raise ValueError(
+                f"OracleSGD got {len(groups)} rows that are no client's (pseudo partition "
+                "ids < 0, e.g. bucket means): its ground truth is per client; do not put it "
+                "inside Bucketing"
+            )
         honest = torch.tensor(
-            [pid not in ctx.malicious_partition_ids for pid in ctx.partition_ids],
+            [pid not in self.malicious_partition_ids for pid in ctx.partition_ids],
             dtype=torch.bool,
         )
         return oracle_mean(updates, honest)

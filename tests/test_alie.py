@@ -6,7 +6,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from clients.alie import AlieClient, alie, alie_z
+from clients.alie import Alie, alie, alie_z
 
 
 def test_z_is_0253_for_25_workers_and_5_attackers():
@@ -68,5 +68,5 @@ def test_bad_z_raises(z):
 
 def test_client_forge_passes_the_round_counts():
     g = torch.tensor([[0.0], [2.0]])
-    out = AlieClient.forge(g, 5, 25, torch.Generator())
+    out = Alie().forge(g, list(range(len(g))), 5, 25, torch.Generator())
     assert torch.equal(out, alie(g, 5, 25))

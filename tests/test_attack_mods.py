@@ -20,7 +20,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.attack import ACTIVE_TAG
 from clients.gaussian import Gaussian
 from clients.label_flip import LabelFlip
-from clients.model_poisoning import forge_update
+from clients.model_poisoning import ModelPoisoningClient, forge_update
 from clients.model_replacement import Scaling
 from clients.mods import (
     MODEL_POISONING,
@@ -201,9 +201,8 @@ def test_bad_mod_arguments_raise_at_construction(name, params, needle):
 
 def test_every_registry_model_poisoning_name_has_a_mod():
     for name, cls in registry.ATTACKS.items():
-        params_type = getattr(cls, "params_type", None)
-        if params_type is not None:
-            assert MODEL_POISONING[name] is params_type
+        if issubclass(cls, ModelPoisoningClient):
+            assert MODEL_POISONING[name] is cls.params_type
             attack_mod(name)
 
 

@@ -22,14 +22,13 @@ from strategies.bucketing import (
 )
 
 
-def ctx_for(n, seed=0, pids=None, malicious=frozenset()):
+def ctx_for(n, seed=0, pids=None):
     return RoundContext(
         server_round=1,
         partition_ids=list(range(n)) if pids is None else pids,
         num_examples=torch.arange(1, n + 1, dtype=torch.float32),
         global_params=torch.zeros(1),
         generator=torch.Generator().manual_seed(seed),
-        malicious_partition_ids=malicious,
     )
 
 
@@ -107,13 +106,12 @@ def test_inner_sees_group_means_and_a_consistent_context():
     u = torch.tensor([[0.0], [2.0], [4.0], [6.0]])
     inner = Recorder(device="cpu")
     wrapped = Bucketing(inner, s=2, device="cpu")
-    ctx = ctx_for(4, pids=[10, 11, 12, 13], malicious=frozenset({13}))
+    ctx = ctx_for(4, pids=[10, 11, 12, 13])
     agg = wrapped.aggregate_updates(u, ctx)
     seen, inner_ctx = inner.seen
     assert seen.flatten().tolist() == [1.0, 5.0]  # buckets {0, 1} and {3, 2}
     assert inner_ctx.partition_ids == [-1, -2]
     assert inner_ctx.num_examples.tolist() == [1.0 + 2.0, 4.0 + 3.0]
-    assert inner_ctx.malicious_partition_ids == frozenset({-2})
     # selected bucket 0 selects its members; flagged bucket 1 flags its members
     assert agg.selected == [0, 1]
     assert agg.flagged == [2, 3]
@@ -129,11 +127,10 @@ def test_map_back_resampling_flags_only_rows_whose_every_group_is_flagged():
 
 
 def test_group_context_pseudo_ids_and_sums():
-    ctx = ctx_for(3, pids=[5, 6, 7], malicious=frozenset({6}))
+    ctx = ctx_for(3, pids=[5, 6, 7])
     sub = group_context(ctx, [[0, 0], [1, 2], [2, 0]])
     assert sub.partition_ids == [-1, -2, -3]
     assert sub.num_examples.tolist() == [2.0, 5.0, 4.0]
-    assert sub.malicious_partition_ids == frozenset({-2})
     assert sub.client_metrics == []
 
 

@@ -95,14 +95,13 @@ def make_strategy(initialised_strategy):
     """``make_strategy(**kwargs)``: DiverseFL from a zero model of 4 weights, toy trainer."""
 
     def build(**kw):
-        strategy = initialised_strategy(DiverseFL, [np.zeros(4, np.float32)], **kw)
-        strategy.local_trainer = label_trainer
-        return strategy
+        kw.setdefault("local_trainer", label_trainer)
+        return initialised_strategy(DiverseFL, [np.zeros(4, np.float32)], **kw)
 
     return build
 
 
-def ctx_for(n, pids=None, malicious=frozenset(), trainer=None):
+def ctx_for(n, pids=None, trainer=None):
     return RoundContext(
         server_round=1,
         partition_ids=list(range(n)) if pids is None else pids,
@@ -110,7 +109,6 @@ def ctx_for(n, pids=None, malicious=frozenset(), trainer=None):
         global_params=torch.zeros(2),
         generator=torch.Generator().manual_seed(0),
         local_trainer=trainer,
-        malicious_partition_ids=malicious,
     )
 
 
@@ -224,8 +222,7 @@ def test_aggregate_fit_flags_by_partition_id(fit_res, make_strategy):
 
 def test_guide_takes_the_clients_number_of_steps(fit_res, make_strategy):
     trainer = LabelTrainer()
-    strategy = make_strategy(fraction=0.05)
-    strategy.local_trainer = trainer
+    strategy = make_strategy(fraction=0.05, local_trainer=trainer)
     strategy.samples[3] = decode_sample(npz(np.zeros((4, 1), np.float32), np.array([0, 1, 2, 3])))
     strategy.aggregate_fit(1, [fit_res([0.25] * 4, 3)], [])
     # 4 shared examples at fraction 0.05 stand for an 80-example partition
@@ -279,9 +276,8 @@ def test_bad_parameters_raise(params):
 # -------------------------------------------------------------- OracleSGD
 def test_oracle_averages_only_the_truly_honest():
     u = torch.tensor([[1.0], [3.0], [1e30], [-1e30]])
-    agg = OracleSGD(device="cpu").aggregate_updates(
-        u, ctx_for(4, pids=[4, 5, 6, 7], malicious=frozenset({6, 7}))
-    )
+    oracle = OracleSGD(device="cpu", malicious_partition_ids={6, 7})
+    agg = oracle.aggregate_updates(u, ctx_for(4, pids=[4, 5, 6, 7]))
     assert agg.update.tolist() == [2.0]
     assert (agg.selected, agg.flagged) == ([0, 1], [2, 3])
     none = oracle_mean(u, torch.zeros(4, dtype=torch.bool))
@@ -289,8 +285,9 @@ def test_oracle_averages_only_the_truly_honest():
 
 
 def test_oracle_through_aggregate_fit(fit_res, initialised_strategy):
-    strategy = initialised_strategy(OracleSGD, [np.zeros(1, np.float32)])
-    strategy.malicious_partition_ids = frozenset({2})
+    strategy = initialised_strategy(
+        OracleSGD, [np.zeros(1, np.float32)], malicious_partition_ids=[2]
+    )
     results = [fit_res([1.0], 0), fit_res([2.0], 1), fit_res([1e30], 2)]
     params, _ = strategy.aggregate_fit(1, results, [])
     assert parameters_to_ndarrays(params)[0].tolist() == [1.5]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clients import FangClient
+from clients import Fang, FangClient, fang_adversary
 from clients.fang import (
     change_direction,
     fang_krum,
@@ -102,14 +102,36 @@ def test_partial_knowledge_forges_from_the_attackers_own_updates():
         torch.zeros(1),
         torch.Generator(),
         metrics,
-        None,
-        frozenset(range(c)),
     )
-    full = FangClient.build_adversary(agr="trimmed_mean")(u, round_ctx)
-    partial = FangClient.build_adversary(agr="trimmed_mean", omniscient=False)(u, round_ctx)
+    attackers = set(range(c))
+    full = FangClient.build_adversary(attackers, agr="trimmed_mean")(u, round_ctx)
+    partial = FangClient.build_adversary(attackers, agr="trimmed_mean", omniscient=False)(
+        u, round_ctx
+    )
     # own rows all equal: std 0, so the partial attack sends their mean exactly
     assert torch.equal(partial[:c], torch.ones(c, u.shape[1]))
     assert not torch.equal(full[:c], partial[:c])
-    krum = FangClient.build_adversary(agr="krum", omniscient=False)(u, round_ctx)
+    krum = FangClient.build_adversary(attackers, agr="krum", omniscient=False)(u, round_ctx)
     assert torch.allclose(krum[0], -krum_lambda_bound(u[:c], c) * torch.ones(u.shape[1]))
     assert math.isfinite(float(krum.abs().max()))
+
+
+@pytest.mark.parametrize("omniscient", [True, False])
+def test_a_message_api_adversary_is_the_simulations(omniscient):
+    # fang_adversary (what a Message-API app builds from the Fang dataclass) forges exactly
+    # as the simulation's adversary, the knowledge setting included
+    honest, c = honest_round(), 3
+    u = torch.cat([honest[:c] + 0.5, honest])
+    metrics = [{"attack_active": True}] * c + [{}] * len(honest)
+
+    def round_ctx():
+        n = len(u)
+        gen = torch.Generator().manual_seed(4)
+        return RoundContext(1, list(range(n)), torch.ones(n), torch.zeros(1), gen, metrics)
+
+    params = {"agr": "median", "b": 3.0, "omniscient": omniscient}
+    simulation = FangClient.build_adversary(range(c), **params)(u, round_ctx())
+    app = fang_adversary(Fang(agr="median", b=3.0), range(c), omniscient)(u, round_ctx())
+    assert torch.equal(simulation, app)
+    own = fang_trimmed_mean(u[:c], c, torch.Generator().manual_seed(4), full_knowledge=False)
+    assert torch.equal(app[:c], own) is (not omniscient)

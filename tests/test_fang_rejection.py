@@ -73,8 +73,9 @@ def test_strategy_needs_its_validation_set_and_bounds_f():
     ctx = RoundContext(1, [0, 1, 2], torch.ones(3), torch.zeros(1), torch.Generator())
     with pytest.raises(RuntimeError, match="root_data"):
         FangRejection(f=1, device="cpu").aggregate_updates(u, ctx)
-    strategy = FangRejection(f=2, criterion="union", device="cpu")
-    strategy.root_data = (torch.zeros(1), torch.zeros(1))
+    strategy = FangRejection(
+        f=2, criterion="union", device="cpu", root_data=(torch.zeros(1), torch.zeros(1))
+    )
     with pytest.raises(TooFewClientsError, match="n=3, f=2"):
         strategy.aggregate_updates(u, ctx)
     with pytest.raises(ValueError, match="criterion must be one of err, lfr, union"):

@@ -74,17 +74,16 @@ def test_fltrust_huge_rows_are_rescaled_and_no_trust_keeps_the_model():
 
 
 def test_fltrust_strategy_uses_the_root_data_and_the_trainer(fit_results, built):
-    strategy = built(FLTrust, 2)
     seen = []
 
     def trainer(global_flat, x, y, server_round=1):
         seen.append((x, y))
         return x.sum(dim=0)  # server update [1, 1]
 
-    strategy.local_trainer = trainer
     with pytest.raises(RuntimeError, match="root_data"):
-        strategy.aggregate_fit(1, fit_results([[1.0, 1.0]]), [])
-    strategy.root_data = (torch.eye(2), torch.tensor([0, 1]))
+        built(FLTrust, 2, local_trainer=trainer).aggregate_fit(1, fit_results([[1.0, 1.0]]), [])
+    root = (torch.eye(2), torch.tensor([0, 1]))
+    strategy = built(FLTrust, 2, local_trainer=trainer, root_data=root)
     params, _ = strategy.aggregate_fit(1, fit_results([[2.0, 2.0], [-1.0, 0.0], [0.0, 3.0]]), [])
     assert seen and torch.equal(seen[-1][0], torch.eye(2))
     cos = 2**-0.5

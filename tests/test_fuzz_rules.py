@@ -314,7 +314,7 @@ def equip(strategy, promise: Promise, guide: torch.Tensor, pids, bad_pids):
             inner.root_data = sample
         strategy.local_trainer = FakeTrainer(guide)
     if promise.needs == "truth":
-        strategy.malicious_partition_ids = frozenset(bad_pids)
+        strategy.malicious_partition_ids = frozenset(int(i) for i in bad_pids)
     return strategy
 
 
@@ -373,10 +373,8 @@ def test_rule_on_finite_hostile_rows(name, data):
     u = torch.from_numpy(rows.astype(np.float32))
     ctx = context(n)
     strategy = equip(
-        promise.make(n), promise, torch.from_numpy(good.mean.astype(np.float32)), range(n), []
+        promise.make(n), promise, torch.from_numpy(good.mean.astype(np.float32)), range(n), bad_rows
     )
-    if promise.needs == "truth":
-        ctx.malicious_partition_ids = frozenset(int(i) for i in bad_rows)
     ctx.local_trainer = strategy.local_trainer
     ctx.global_params = torch.zeros(u.shape[1])
     agg = strategy.aggregate_updates(u, ctx).update.double().numpy()

@@ -7,8 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clients.ipm import IpmClient, ipm
-from clients.normalized_mean import NormalizedMeanClient, normalized_mean_attack, unit_rows
+from clients.ipm import Ipm, ipm
+from clients.normalized_mean import (
+    NormalizedMean,
+    normalized_mean_attack,
+    unit_rows,
+)
 
 
 def test_ipm_is_minus_epsilon_times_the_mean_exactly():
@@ -20,7 +24,7 @@ def test_ipm_is_minus_epsilon_times_the_mean_exactly():
 def test_ipm_client_forge_passes_epsilon():
     g = torch.tensor([[2.0], [4.0]])
     assert torch.equal(
-        IpmClient.forge(g, 1, 3, torch.Generator(), epsilon=0.5), torch.tensor([-1.5])
+        Ipm(epsilon=0.5).forge(g, [0], 1, 3, torch.Generator()), torch.tensor([-1.5])
     )
 
 
@@ -49,7 +53,7 @@ def test_unit_rows_of_huge_rows_are_finite():
 def test_normalized_mean_client_forge():
     g = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
     assert torch.equal(
-        NormalizedMeanClient.forge(g, 2, 4, torch.Generator()), normalized_mean_attack(g)
+        NormalizedMean().forge(g, [0, 1], 2, 4, torch.Generator()), normalized_mean_attack(g)
     )
 
 

@@ -16,7 +16,7 @@ from clients.mimic import (
 from flsec_flower.aggregation import RoundContext
 
 
-def context(pids, active_rows, malicious, seed=0):
+def context(pids, active_rows, seed=0):
     metrics = [
         {ACTIVE_TAG: True, "malicious": True} if i in active_rows else {} for i in range(len(pids))
     ]
@@ -27,7 +27,6 @@ def context(pids, active_rows, malicious, seed=0):
         global_params=torch.zeros(1),
         generator=torch.Generator().manual_seed(seed),
         client_metrics=metrics,
-        malicious_partition_ids=frozenset(malicious),
     )
 
 
@@ -76,7 +75,9 @@ def test_all_attackers_copy_exactly_one_reference_row(omniscient):
     gen = torch.Generator().manual_seed(3)
     u = torch.randn(6, 5, generator=gen)
     pids, active = [0, 1, 2, 3, 4, 5], [1, 4]
-    out = MimicClient.build_adversary(omniscient=omniscient)(u, context(pids, active, {1, 4}))
+    out = MimicClient.build_adversary(omniscient=omniscient, malicious_partition_ids={1, 4})(
+        u, context(pids, active)
+    )
     reference = [0, 2, 3, 5] if omniscient else active
     assert torch.equal(out[1], out[4])
     assert sum(torch.equal(out[1], u[i]) for i in reference) == 1
@@ -131,9 +132,10 @@ def test_absent_target_falls_back_to_the_largest_projection():
 
 
 def test_each_adversary_keeps_its_own_state():
-    a, b = MimicClient.build_adversary(warmup=2), MimicClient.build_adversary(warmup=2)
+    a = MimicClient.build_adversary(warmup=2, malicious_partition_ids={3})
+    b = MimicClient.build_adversary(warmup=2, malicious_partition_ids={3})
     u = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
-    a(u, context([0, 1, 2, 3], [3], {3}))
+    a(u, context([0, 1, 2, 3], [3]))
     assert a.forger.rounds == 1 and b.forger.rounds == 0
 
 
@@ -159,7 +161,11 @@ def test_mimic_fixed_copies_position_modulo_rows():
 
 def test_mimic2_adversary_copies_the_first_honest_worker():
     u = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
-    out = Mimic2Client.build_adversary()(u, context([3, 4, 6, 8, 9], [0, 3], {3, 8}))
+    out = Mimic2Client.build_adversary(malicious_partition_ids={3, 8})(
+        u, context([3, 4, 6, 8, 9], [0, 3])
+    )
     assert torch.equal(out[0], u[1]) and torch.equal(out[3], u[1])
-    out = Mimic2Client.build_adversary(target=1)(u, context([3, 4, 6, 8, 9], [0, 3], {3, 8}))
+    out = Mimic2Client.build_adversary(target=1, malicious_partition_ids={3, 8})(
+        u, context([3, 4, 6, 8, 9], [0, 3])
+    )
     assert torch.equal(out[0], u[2])

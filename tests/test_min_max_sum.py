@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 
 from clients.min_max import (
     PERTURBATIONS,
-    MinMaxClient,
+    MinMax,
     distance_terms,
     min_max,
     min_max_gamma,
     perturbation,
     search_gamma,
 )
-from clients.min_sum import MinSumClient, min_sum, min_sum_gamma
+from clients.min_sum import MinSum, min_sum, min_sum_gamma
 
 TAU = 1e-5
 
@@ -162,8 +162,9 @@ def test_bad_parameters_raise(kwargs, name):
 def test_client_forges_call_the_functions():
     g = rows(6)
     gen = torch.Generator()
-    assert torch.equal(MinMaxClient.forge(g, 2, 8, gen, "sign", 50.0), min_max(g, "sign", 50.0))
-    assert torch.equal(MinSumClient.forge(g, 2, 8, gen, tau=1e-3), min_sum(g, tau=1e-3))
+    ids = list(range(len(g)))
+    assert torch.equal(MinMax("sign", 50.0).forge(g, ids, 2, 8, gen), min_max(g, "sign", 50.0))
+    assert torch.equal(MinSum(tau=1e-3).forge(g, ids, 2, 8, gen), min_sum(g, tau=1e-3))
 
 
 @settings(max_examples=30, deadline=None)

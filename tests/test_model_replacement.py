@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from clients.backdoor import BackdoorClient
 from clients.honest import HonestClient
 from clients.model_replacement import (
     ModelReplacementClient,
@@ -77,14 +78,14 @@ def test_gamma_n_over_eta_replaces_the_global_model_under_fedavg(n, eta):
 
 def test_default_gamma_and_split_among_attackers():
     client = registry.build_client(make_env(server_lr=0.5), True)
-    assert client.gamma == 8.0  # n = 4 clients per round, eta = 0.5
+    assert client.update.gamma == 8.0  # n = 4 clients per round, eta = 0.5
     env = make_env(attack={"malicious_ids": [0, 1]}, clients_per_round=2)
-    assert registry.build_client(env, True).gamma == 2.0  # 1 expected attacker of 2
+    assert registry.build_client(env, True).update.gamma == 2.0  # 1 expected attacker of 2
     env = make_env(attack={"malicious_ids": [0, 1]})
-    assert registry.build_client(env, True).gamma == 2.0  # 4 / (1 * 2)
+    assert registry.build_client(env, True).update.gamma == 2.0  # 4 / (1 * 2)
     env = make_env(params={"split": False}, attack={"malicious_ids": [0, 1]})
-    assert registry.build_client(env, True).gamma == 4.0
-    assert registry.build_client(make_env(params={"gamma": 3.0}), True).gamma == 3.0
+    assert registry.build_client(env, True).update.gamma == 4.0
+    assert registry.build_client(make_env(params={"gamma": 3.0}), True).update.gamma == 3.0
 
 
 def test_client_submits_the_boosted_backdoored_model():
@@ -230,13 +231,16 @@ def test_semantic_variants_and_registry():
     params = {"source_class": 1, "count": 4, "gamma": 2.0, "items_per_batch": 4}
     env = make_env("model_replacement_semantic", params)
     client = registry.build_client(env, True)
-    assert isinstance(client, SemanticModelReplacementClient) and client.gamma == 2.0
+    assert isinstance(client, SemanticModelReplacementClient) and client.update.gamma == 2.0
     init = HonestClient(env).get_parameters({})
     weights, metrics = fit(client, init)
     assert metrics["gamma"] == 2.0 and all(np.isfinite(a).all() for a in weights)
     naive = make_env("naive_poisoning_semantic", {"count": 4, "items_per_batch": 4})
     assert isinstance(registry.build_client(naive, True), SemanticNaivePoisoningClient)
-    assert issubclass(NaivePoisoningClient, PixelTrojanClient)
+    # composed, not inherited: the naive attacker reuses the pixel trojan's data part
+    assert NaivePoisoningClient.backdoor_type is PixelTrojanClient.backdoor_type
+    for cls in (NaivePoisoningClient, ModelReplacementClient, SemanticModelReplacementClient):
+        assert cls.__bases__ == (BackdoorClient,)
     assert "poison_lr" in ModelReplacementClient.attack_params(env.cfg)
 
 

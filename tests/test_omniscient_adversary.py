@@ -1,5 +1,7 @@
 """The colluding adversary of the omniscient attacks: plumbing, modes, strategy path."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,13 @@ from clients import (
     NormalizedMeanClient,
 )
 from clients.attack import ACTIVE_TAG
-from clients.omniscient import ColludingAdversary, OmniscientAttackClient, attacker_rows
+from clients.ipm import Ipm
+from clients.omniscient import (
+    ColludingAdversary,
+    OmniscientAttackClient,
+    attacker_rows,
+    colluding_adversary,
+)
 from flsec_flower.aggregation import RoundContext
 from flsec_flower.app import registry
 from flsec_flower.config import AttackConfig, ConfigError, ExperimentConfig
@@ -48,7 +56,7 @@ NAMES = {
 }
 
 
-def context(pids, metrics, malicious, seed=0):
+def context(pids, metrics, seed=0):
     n = len(pids)
     return RoundContext(
         server_round=1,
@@ -57,7 +65,6 @@ def context(pids, metrics, malicious, seed=0):
         global_params=torch.zeros(1),
         generator=torch.Generator().manual_seed(seed),
         client_metrics=metrics,
-        malicious_partition_ids=frozenset(malicious),
     )
 
 
@@ -83,15 +90,15 @@ ACTIVE, HONEST = [2, 5], [0, 1, 3, 4]
 
 
 def test_attacker_rows_uses_ground_truth_and_tag():
-    assert attacker_rows(context(PIDS, METRICS, MALICIOUS)) == (ACTIVE, HONEST)
+    assert attacker_rows(context(PIDS, METRICS), MALICIOUS) == (ACTIVE, HONEST)
 
 
 @pytest.mark.parametrize("cls", OMNISCIENT)
 @pytest.mark.parametrize("omniscient", [True, False])
 def test_only_active_attacker_rows_are_rewritten(cls, omniscient):
     u = round_matrix()
-    adversary = cls.build_adversary(omniscient=omniscient)
-    out = adversary(u, context(PIDS, METRICS, MALICIOUS))
+    adversary = cls.build_adversary(omniscient=omniscient, malicious_partition_ids=MALICIOUS)
+    out = adversary(u, context(PIDS, METRICS))
     keep = [i for i in range(len(PIDS)) if i not in ACTIVE]
     assert torch.equal(out[keep], u[keep])
     assert out.dtype == u.dtype and out.shape == u.shape
@@ -102,7 +109,9 @@ def test_only_active_attacker_rows_are_rewritten(cls, omniscient):
 
 def test_omniscient_reference_is_the_honest_rows_and_forged_rows_are_written():
     u = round_matrix()
-    out = IpmClient.build_adversary(epsilon=0.5)(u, context(PIDS, METRICS, MALICIOUS))
+    out = IpmClient.build_adversary(epsilon=0.5, malicious_partition_ids=MALICIOUS)(
+        u, context(PIDS, METRICS)
+    )
     expected = -0.5 * u[HONEST].mean(dim=0)
     for i in ACTIVE:
         assert torch.equal(out[i], expected)
@@ -113,8 +122,12 @@ def test_non_omniscient_mode_uses_only_the_attackers_rows(cls):
     u = round_matrix(1)
     other = u.clone()
     other[HONEST] = round_matrix(2)[HONEST] * 5.0
-    out_a = cls.build_adversary(omniscient=False)(u, context(PIDS, METRICS, MALICIOUS))
-    out_b = cls.build_adversary(omniscient=False)(other, context(PIDS, METRICS, MALICIOUS))
+    out_a = cls.build_adversary(omniscient=False, malicious_partition_ids=MALICIOUS)(
+        u, context(PIDS, METRICS)
+    )
+    out_b = cls.build_adversary(omniscient=False, malicious_partition_ids=MALICIOUS)(
+        other, context(PIDS, METRICS)
+    )
     assert torch.equal(out_a[ACTIVE], out_b[ACTIVE])
 
 
@@ -123,27 +136,31 @@ def test_omniscient_mode_depends_on_the_honest_rows(cls):
     u = round_matrix(1)
     other = u.clone()
     other[HONEST] = round_matrix(2)[HONEST] * 5.0
-    out_a = cls.build_adversary()(u, context(PIDS, METRICS, MALICIOUS))
-    out_b = cls.build_adversary()(other, context(PIDS, METRICS, MALICIOUS))
+    out_a = cls.build_adversary(malicious_partition_ids=MALICIOUS)(u, context(PIDS, METRICS))
+    out_b = cls.build_adversary(malicious_partition_ids=MALICIOUS)(other, context(PIDS, METRICS))
     assert not torch.equal(out_a[ACTIVE], out_b[ACTIVE])
 
 
 def test_non_omniscient_ipm_is_the_attackers_own_mean():
     u = round_matrix(3)
-    out = IpmClient.build_adversary(omniscient=False)(u, context(PIDS, METRICS, MALICIOUS))
+    out = IpmClient.build_adversary(omniscient=False, malicious_partition_ids=MALICIOUS)(
+        u, context(PIDS, METRICS)
+    )
     assert torch.equal(out[2], -0.1 * u[ACTIVE].mean(dim=0))
 
 
 def test_no_active_attacker_returns_the_matrix_unchanged():
     u = round_matrix()
     metrics = [{}, {}, tagged(False), {}, {}, tagged(False), tagged(False)]
-    out = IpmClient.build_adversary()(u, context(PIDS, metrics, MALICIOUS))
+    out = IpmClient.build_adversary(malicious_partition_ids=MALICIOUS)(u, context(PIDS, metrics))
     assert torch.equal(out, u)
 
 
 def test_round_without_honest_rows_falls_back_to_the_attackers_rows():
     u = round_matrix(n=2)
-    out = IpmClient.build_adversary()(u, context([3, 4], [tagged(), tagged()], {3, 4}))
+    out = IpmClient.build_adversary(malicious_partition_ids={3, 4})(
+        u, context([3, 4], [tagged(), tagged()])
+    )
     assert torch.equal(out[0], -0.1 * u.mean(dim=0))
 
 
@@ -152,7 +169,9 @@ def test_forged_non_finite_values_become_finite():
         return torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0])
 
     u = torch.zeros(3, 4)
-    out = ColludingAdversary(forger)(u, context([0, 1, 2], [{}, tagged(), {}], {1}))
+    out = ColludingAdversary(forger, malicious_partition_ids={1})(
+        u, context([0, 1, 2], [{}, tagged(), {}])
+    )
     assert torch.isfinite(out).all()
     assert out[1].tolist() == [0.0, torch.finfo(torch.float32).max, -torch.finfo().max, 1.0]
 
@@ -161,14 +180,16 @@ def test_per_attacker_rows_are_written_in_order():
     def forger(reference, ids, f, n, gen):
         return torch.arange(float(f))[:, None].expand(f, 2)
 
-    out = ColludingAdversary(forger)(torch.zeros(3, 2), context([0, 1, 2], [tagged()] * 3, {0, 2}))
+    out = ColludingAdversary(forger, malicious_partition_ids={0, 2})(
+        torch.zeros(3, 2), context([0, 1, 2], [tagged()] * 3)
+    )
     assert out.tolist() == [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
 
 
 def test_huge_updates_never_give_non_finite_rows():
     u = round_matrix() * 1e30
     for cls in OMNISCIENT:
-        out = cls.build_adversary()(u, context(PIDS, METRICS, MALICIOUS))
+        out = cls.build_adversary(malicious_partition_ids=MALICIOUS)(u, context(PIDS, METRICS))
         assert torch.isfinite(out).all(), cls.__name__
 
 
@@ -176,10 +197,12 @@ def test_huge_updates_never_give_non_finite_rows():
 
 
 def test_server_adversary_reads_the_config_params():
-    adversary = IpmClient.server_adversary(cfg_with("ipm", epsilon=100.0, omniscient=False))
+    cfg = cfg_with("ipm", epsilon=100.0, omniscient=False)
+    cfg.attack.malicious_ids = sorted(MALICIOUS)
+    adversary = IpmClient.server_adversary(cfg)
     assert isinstance(adversary, ColludingAdversary) and not adversary.omniscient
     u = round_matrix()
-    out = adversary(u, context(PIDS, METRICS, MALICIOUS))
+    out = adversary(u, context(PIDS, METRICS))
     assert torch.allclose(out[2], -100.0 * u[ACTIVE].mean(dim=0))
 
 
@@ -287,9 +310,9 @@ def test_fedavg_with_ipm_adversary_gives_the_expected_global_model(weighted):
     malicious = {1, 3}
     attack = {"attack_active": True, "malicious": True}
     results = [fit_res(models[i], counts[i], i, attack if i in malicious else {}) for i in range(5)]
-    strategy = fedavg(init, weighted=weighted)
-    strategy.malicious_partition_ids = frozenset(malicious)
-    strategy.adversary = IpmClient.server_adversary(cfg_with("ipm", epsilon=0.1))
+    cfg = cfg_with("ipm", epsilon=0.1)
+    cfg.attack.malicious_ids = sorted(malicious)
+    strategy = fedavg(init, weighted=weighted, adversary=IpmClient.server_adversary(cfg))
     params, _ = strategy.aggregate_fit(1, results, [])
 
     g0 = flat(init).astype(np.float64)
@@ -307,8 +330,7 @@ def test_fedavg_without_malicious_ids_leaves_tagged_rows_alone():
     init = [np.zeros(s, np.float32) for s in SHAPES]
     models = [[rng.normal(size=s).astype(np.float32) for s in SHAPES] for _ in range(3)]
     results = [fit_res(models[i], 1, i, {"attack_active": True}) for i in range(3)]
-    strategy = fedavg(init, weighted=False)
-    strategy.adversary = IpmClient.build_adversary()
+    strategy = fedavg(init, weighted=False, adversary=IpmClient.build_adversary())
     params, _ = strategy.aggregate_fit(1, results, [])
     expected = np.mean([flat(m) for m in models], axis=0)
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), expected, atol=1e-6)
@@ -326,10 +348,33 @@ def test_attack_clients_reply_through_fit_and_get_forged_by_the_strategy():
     results = [
         (None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(w), n, m)) for w, n, m in replies
     ]
-    strategy = fedavg(init, weighted=False)
-    strategy.malicious_partition_ids = frozenset({1})
-    strategy.adversary = IpmClient.server_adversary(cfg)
+    strategy = fedavg(init, weighted=False, adversary=IpmClient.server_adversary(cfg))
     params, _ = strategy.aggregate_fit(1, results, [])
     u0 = flat(replies[0][0]) - flat(init)
     expected = flat(init) + (u0 - 0.5 * u0) / 2
     np.testing.assert_allclose(flat(parameters_to_ndarrays(params)), expected, atol=1e-5)
+
+
+def test_parameters_are_declared_once_in_the_attack_dataclass():
+    for cls in NAMES.values():
+        fields = [f.name for f in dataclasses.fields(cls.attack_type)]
+        assert registry._user_parameters(cls) == [*fields, "omniscient"]
+
+
+def test_a_message_api_adversary_is_the_simulations():
+    cfg = cfg_with("ipm", epsilon=0.5)
+    cfg.attack.malicious_ids = sorted(MALICIOUS)
+    u = round_matrix()
+    simulation = IpmClient.server_adversary(cfg)(u, context(PIDS, METRICS))
+    app = colluding_adversary(Ipm(epsilon=0.5), MALICIOUS)(u, context(PIDS, METRICS))
+    assert torch.equal(simulation, app)
+    with pytest.raises(ValueError, match="omniscient"):
+        colluding_adversary(Ipm(), MALICIOUS, omniscient="no")
+
+
+def test_a_message_api_strategy_takes_the_adversary_at_construction():
+    from flsec_flower.app.message_api import message_strategy
+
+    adversary = colluding_adversary(Ipm(), {3})
+    strategy = message_strategy("krum", {"f": 1}, rule_kwargs={"adversary": adversary})
+    assert strategy.rule.adversary is adversary

@@ -87,7 +87,7 @@ def test_noise_has_the_given_sigma():
     env = make_env({"items_per_batch": 8, "noise_sigma": 0.5})
     client = registry.build_client(env, True)
     mx, _ = client.batch_transform(1)(env.x[:8], env.y[:8])
-    pool = client.backdoor_x
+    pool = client.backdoor.images
     residual = torch.stack([min((m - p for p in pool), key=lambda d: d.abs().sum()) for m in mx])
     assert 0.35 < float(residual.std()) < 0.65
 

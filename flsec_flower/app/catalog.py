@@ -128,7 +128,13 @@ DEFENCES: dict[str, Defence] = {
 ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "agr_tailored": ("Shejwalkar & Houmansadr, NDSS 2021 (AGR-tailored)", "model poisoning"),
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
+    "alter_min": (
+        "Bhagoji, Chakraborty, Mittal & Calo, ICML 2019",
+        "targeted model poisoning (boosted, stealthy)",
+    ),
     "class_backdoor": ("Prakash & Avestimehr, arXiv 2020", "data + model poisoning"),
+    "dba": ("Xie, Huang, Chen & Li, ICLR 2020", "backdoor, data poisoning (colluding)"),
+    "edge_case": ("Wang et al., NeurIPS 2020", "backdoor, data poisoning (+ PGD)"),
     "fairness_attack": ("Rance & Svoboda, arXiv 2023", "data + model poisoning"),
     "fang": ("Fang, Cao, Jia & Gong, USENIX Security 2020", "model poisoning"),
     "gaussian": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
@@ -145,6 +151,7 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     ),
     "naive_poisoning": ("Bagdasaryan et al., AISTATS 2020", "backdoor, data poisoning"),
     "naive_poisoning_semantic": ("Bagdasaryan et al., AISTATS 2020", "backdoor, data poisoning"),
+    "neurotoxin": ("Zhang et al., ICML 2022", "backdoor, data + model poisoning"),
     "normalized_mean": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "pixel_trojan": ("Ozdayi et al., AAAI 2021", "backdoor, data poisoning"),
     "same_value": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
@@ -263,6 +270,8 @@ def _message_face(cls: type) -> bool:
 
 
 def _mod_face(cls: type) -> bool:
+    if getattr(cls, "client_mod", None) is not None:
+        return True
     return issubclass(cls, ModelPoisoningClient) and cls.params_type in MODEL_POISONING.values()
 
 

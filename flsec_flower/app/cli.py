@@ -188,7 +188,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="offline demo on scikit-learn digits")
     demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--rounds", type=int, default=20)
+    demo.add_argument("--rounds", type=int, help="rounds per run (default: the demo's 12)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,10 @@ import numpy as np
 from clients import (
     AgrTailoredClient,
     AlieClient,
+    AlterMinClient,
     ClassBackdoorClient,
+    DbaClient,
+    EdgeCaseClient,
     FairnessAttackClient,
     FangClient,
     GaussianClient,
@@ -27,6 +31,7 @@ from clients import (
     MinSumClient,
     ModelReplacementClient,
     NaivePoisoningClient,
+    NeurotoxinClient,
     NormalizedMeanClient,
     PixelTrojanClient,
     SameValueClient,
@@ -119,7 +124,10 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 ATTACKS: dict[str, type[HonestClient]] = {
     "agr_tailored": AgrTailoredClient,
     "alie": AlieClient,
+    "alter_min": AlterMinClient,
     "class_backdoor": ClassBackdoorClient,
+    "dba": DbaClient,
+    "edge_case": EdgeCaseClient,
     "fairness_attack": FairnessAttackClient,
     "fang": FangClient,
     "gaussian": GaussianClient,
@@ -133,6 +141,7 @@ ATTACKS: dict[str, type[HonestClient]] = {
     "model_replacement_semantic": SemanticModelReplacementClient,
     "naive_poisoning": NaivePoisoningClient,
     "naive_poisoning_semantic": SemanticNaivePoisoningClient,
+    "neurotoxin": NeurotoxinClient,
     "normalized_mean": NormalizedMeanClient,
     "pixel_trojan": PixelTrojanClient,
     "same_value": SameValueClient,
@@ -151,6 +160,24 @@ _COMMON = {
     "registration_timeout",
     "registration_hint",
 }
+
+# Server-side hooks a rule may take at construction; not user parameters.
+# ``malicious_partition_ids`` is ground truth: only the simulation-only OracleSGD takes it.
+HOOKS = {
+    "local_trainer",
+    "adversary",
+    "gradient_lr",
+    "root_data",
+    "samples",
+    "malicious_partition_ids",
+}
+
+Hook = Callable[[Mapping[str, Any]], Any]
+"""``hook(params) -> value``: a server-side hook for one rule or wrapper.
+
+``params`` are the rule's parameters (the config's over the constructor's
+defaults), e.g. FLTrust's root set is drawn with its ``root_size``.
+"""
 
 
 def _lookup(table: dict[str, Any], name: str, key: str) -> Any:
@@ -189,7 +216,18 @@ def parameters(cls: type) -> list[inspect.Parameter]:
                 found.setdefault(p.name, p)
         if klass in (RobustStrategy, HonestClient):
             break
-    return [p for n, p in found.items() if n not in _COMMON and n not in ("env", "model")]
+    return [p for n, p in found.items() if n not in _COMMON | HOOKS and n not in ("env", "model")]
+
+
+def _constructor_names(cls: type) -> set[str]:
+    """Every keyword a rule's constructors name, up to :class:`RobustStrategy`."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names.update(inspect.signature(klass.__init__).parameters)
+        if klass is RobustStrategy:
+            break
+    return names
 
 
 def _user_parameters(cls: type) -> list[str]:
@@ -210,18 +248,40 @@ def _construct(cls: type, params: dict, key: str, **fixed: Any) -> Any:
         raise ConfigError(f"{key}: {cls.__name__} rejected {params!r}: {err}") from err
 
 
-def build_strategy(cfg: StrategyConfig, **common: Any) -> RobustStrategy:
+def _hook_values(cls: type, params: Mapping[str, Any], hooks: Mapping[str, Hook]) -> dict:
+    """The hooks ``cls``'s constructor takes, computed for its parameters."""
+    names = _constructor_names(cls)
+    resolved = {p.name: p.default for p in parameters(cls)} | dict(params)
+    return {name: hook(resolved) for name, hook in hooks.items() if name in names}
+
+
+def build_strategy(
+    cfg: StrategyConfig, hooks: Mapping[str, Hook] | None = None, **common: Any
+) -> RobustStrategy:
     """Build the configured rule and wrap it, innermost wrapper first.
 
     ``common`` holds the Flower and runner keyword arguments every strategy
     takes (``server_lr``, ``device``, ``seed``, ``evaluate_fn``, ...).
+    ``hooks`` maps a server-side hook's constructor keyword (see
+    :data:`HOOKS`) to a :data:`Hook`; each rule and wrapper gets the hooks
+    its constructor takes (every one takes ``local_trainer``, ``adversary``
+    and ``gradient_lr``; FLTrust, FangRejection and DeepSight ``root_data``; only the
+    simulation-only OracleSGD ``malicious_partition_ids``).
     """
+    hooks = {} if hooks is None else hooks
+    unknown = sorted(set(hooks) - HOOKS)
+    if unknown:
+        raise ValueError(f"unknown server hooks {unknown}; known: {sorted(HOOKS)}")
     rule = _lookup(RULES, cfg.name, "strategy.name")
-    strategy = _construct(rule, cfg.params, "strategy.params", **common)
+    fixed = _hook_values(rule, cfg.params, hooks)
+    strategy = _construct(rule, cfg.params, "strategy.params", **common, **fixed)
     for i, wrapper in enumerate(cfg.wrappers):
         key = f"strategy.wrappers[{i}]"
         cls = _lookup(WRAPPERS, wrapper.name, f"{key}.name")
-        strategy = _construct(cls, wrapper.params, f"{key}.params", inner=strategy, **common)
+        fixed = _hook_values(cls, wrapper.params, hooks)
+        strategy = _construct(
+            cls, wrapper.params, f"{key}.params", inner=strategy, **common, **fixed
+        )
     return strategy
 
 

@@ -151,8 +151,20 @@ def build_strategy(
     fit_config = dict(cell_config)
     if recorder is not None:
         fit_config[CHECKPOINT_DIR] = str(recorder.run_dir.resolve())
+    trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
+    adversary = attack_cls.server_adversary(cfg) if attack_cls is not None else None
+    hooks: dict[str, registry.Hook] = {
+        "local_trainer": lambda _: trainer,
+        "adversary": lambda _: adversary,
+        "root_data": lambda params: root_sample(cfg, params["root_size"]),
+        "malicious_partition_ids": lambda _: malicious_ids(cfg),
+    }
+    if cfg.training.send == "gradient":
+        gradient_lr = functools.partial(lr_at, cfg.training)
+        hooks["gradient_lr"] = lambda _: gradient_lr
     strategy = registry.build_strategy(
         cfg.strategy,
+        hooks,
         server_lr=cfg.server_lr,
         server_momentum=cfg.server_momentum,
         device=cfg.strategy.device,
@@ -173,13 +185,6 @@ def build_strategy(
     for node in rule_chain(strategy):
         node.properties_config = cell_config
         node.participation = schedule
-    strategy.malicious_partition_ids = malicious_ids(cfg)
-    strategy.local_trainer = ServerSideTrainer(cfg, ParamLayout.of(init))
-    if cfg.training.send == "gradient":
-        strategy.gradient_lr = functools.partial(lr_at, cfg.training)
-    _give_root_data(strategy, cfg)
-    if attack_cls is not None:
-        strategy.adversary = attack_cls.server_adversary(cfg)
     if recorder is not None:
         strategy.round_listener = recorder.record
         recorder.checkpoint_state = functools.partial(checkpoint_state, strategy)
@@ -298,20 +303,18 @@ class SequentialServer(Server):
             strategy.evaluate(server_round, parameters=self.parameters)
 
 
-def _give_root_data(strategy: RobustStrategy, cfg: ExperimentConfig) -> None:
-    """Hand rules with a server root dataset (FLTrust) a seeded clean training sample.
+def root_sample(cfg: ExperimentConfig, root_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The server's root dataset (FLTrust, Fang et al.): a seeded clean training sample.
 
     Cao et al. assume the server collected a small clean dataset from the
-    task's distribution; here it is ``root_size`` examples drawn from the
-    training set with the run's seed.
+    task's distribution; here it is ``root_size`` examples (at most the
+    training set) drawn from the training set with the run's seed.
     """
     dataset = experiment_dataset(cfg)
-    for node in rule_chain(strategy):
-        if hasattr(node, "root_data") and node.root_data is None:
-            size = min(int(node.root_size), len(dataset.y_train))
-            rng = numpy_rng(cfg.seed, Stream.ROOT_DATA)
-            idx = torch.as_tensor(np.sort(rng.choice(len(dataset.y_train), size, replace=False)))
-            node.root_data = (dataset.x_train[idx], dataset.y_train[idx])
+    size = min(int(root_size), len(dataset.y_train))
+    rng = numpy_rng(cfg.seed, Stream.ROOT_DATA)
+    idx = torch.as_tensor(np.sort(rng.choice(len(dataset.y_train), size, replace=False)))
+    return dataset.x_train[idx], dataset.y_train[idx]
 
 
 def _server_fn(context: Context) -> ServerAppComponents:

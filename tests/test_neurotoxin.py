@@ -1,0 +1,160 @@
+"""Neurotoxin: the bottom-k mask of the last global change, and an update that stays inside it."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import RecordDict
+from torch import nn
+
+from clients.mods import neurotoxin_mod
+from clients.neurotoxin import (
+    KEPT_FRACTION,
+    Neurotoxin,
+    NeurotoxinClient,
+    bottom_k_mask,
+    masked_gradients,
+)
+from flsec_flower.app import registry
+from flsec_flower.client_state import ClientState
+from flsec_flower.config import ConfigError, from_dict
+from flsec_flower.data import Dataset
+from flsec_flower.experiment import ClientEnv
+from flsec_flower.models import get_weights
+from tests.test_attack_mods import (
+    GLOBAL,
+    TRAINED,
+    context,
+    fake_handler,
+    reply_arrays,
+    task_identity,  # noqa: F401  (fixture)
+    train_message,
+)
+
+
+def make_env(params=None, attack=None):
+    cfg = from_dict(
+        {
+            "data": {"num_clients": 4},
+            "model": {"name": "logreg"},
+            "training": {"batch_size": 8, "device": "cpu"},
+            "attack": {
+                "name": "neurotoxin",
+                "malicious_ids": [0],
+                "params": params or {},
+                **(attack or {}),
+            },
+        }
+    )
+    y = torch.arange(40) % 10
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
+    return ClientEnv(0, x, y, ds, cfg, torch.device("cpu"))
+
+
+def test_bottom_k_mask_by_hand():
+    change = [np.array([0.5, -0.1, 0.0]), np.array([[2.0], [-0.3]])]
+    mask = bottom_k_mask(change, 0.6)  # floor(0.6 * 5) = 3 smallest |change|: 0.0, 0.1, 0.3
+    assert mask[0].tolist() == [False, True, True]
+    assert mask[1].tolist() == [[False], [True]]
+    ties = bottom_k_mask([np.array([1.0, 0.0, 0.0, np.nan])], 0.5)[0]
+    assert ties.tolist() == [False, True, True, False]  # ties by position, nan largest
+    assert not bottom_k_mask([np.ones(3)], 0.3)[0].any()
+
+
+def test_project_zeroes_the_update_outside_the_mask_and_keeps_dtypes():
+    nt = Neurotoxin(0.5)
+    g = [np.array([1.0, 2.0], np.float32), np.array([3, 4], np.int64)]
+    x = [np.array([1.5, 1.0], np.float32), np.array([5, 6], np.int64)]
+    out = nt.project(g, x, [np.array([True, False]), np.array([False, True])])
+    assert out[0].tolist() == [1.5, 2.0] and out[0].dtype == np.float32
+    assert out[1].tolist() == [3, 6] and out[1].dtype == np.int64
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.5, float("nan"), True])
+def test_bad_ratio_names_the_key(ratio):
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        registry.build_client(make_env({"mask_ratio": ratio}), True)
+
+
+def test_masked_gradients_leave_the_other_coordinates_untouched():
+    model = nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mask = {"weight": np.array([[True, False, True], [False, False, True]]), "bias": np.zeros(2)}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    with masked_gradients(model, mask):
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(4, 3)).square().sum().backward()
+            opt.step()
+    changed = (model.weight.detach() != before["weight"]).numpy()
+    assert (changed <= mask["weight"]).all() and changed.any()
+    assert torch.equal(model.bias.detach(), before["bias"])
+    opt.zero_grad()
+    model(torch.randn(4, 3)).sum().backward()
+    assert (model.bias.grad != 0).all()  # hooks removed after the block
+
+
+def test_update_lies_in_the_bottom_k_of_the_last_global_change():
+    env = make_env({"mask_ratio": 0.3, "poison_fraction": 0.5})
+    state = ClientState(RecordDict(), 0, 0)
+    client = registry.build_client(env, True)
+    client.state = state
+    g1 = get_weights(client.model)
+    _, _, metrics = client.fit(g1, {"server_round": 1})
+    assert metrics[KEPT_FRACTION] == 1.0  # no earlier global model: nothing masked
+    rng = np.random.default_rng(0)
+    g2 = [g + rng.normal(size=g.shape).astype(g.dtype) for g in g1]
+    fresh = registry.build_client(env, True)  # Flower builds a new client per message
+    fresh.state = state
+    sent, _, metrics = fresh.fit(g2, {"server_round": 2})
+    mask = bottom_k_mask([b - a for a, b in zip(g1, g2, strict=True)], 0.3)
+    d = sum(m.size for m in mask)
+    assert metrics[KEPT_FRACTION] == pytest.approx(int(0.3 * d) / d)
+    for s, g, m in zip(sent, g2, mask, strict=True):
+        assert (s[~m] == g[~m]).all()
+    assert any((s[m] != g[m]).any() for s, g, m in zip(sent, g2, mask, strict=True))
+
+
+def test_client_without_state_remembers_on_itself_and_waits_for_its_start():
+    client = registry.build_client(make_env({"mask_ratio": 0.5}, {"start_round": 2}), True)
+    g1 = get_weights(client.model)
+    _, _, metrics = client.fit(g1, {"server_round": 1})
+    assert KEPT_FRACTION not in metrics  # inactive, but the global model is kept
+    g2 = [g + 1.0 for g in g1]
+    g2[0][0, :5] += 1.0  # the five largest changes
+    sent, _, metrics = client.fit(g2, {"server_round": 2})
+    assert metrics[KEPT_FRACTION] < 1.0
+    assert (sent[0][0, :5] == g2[0][0, :5]).all()
+
+
+def test_server_metric_is_the_pixel_trigger_backdoor_accuracy():
+    env = make_env({"target_class": 3, "pattern": "square"})
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].weight[3, -1] = 1.0  # the bottom-right pixel, inside the 5x5 square
+    got = NeurotoxinClient.server_metrics(env.cfg, env.dataset)(model)
+    assert got == {"backdoor_accuracy": 1.0}
+
+
+def test_mod_passes_the_first_round_and_projects_the_next():
+    ctxt = context()
+    first = neurotoxin_mod(0.5)(train_message({"server-round": 1}), ctxt, fake_handler())
+    assert {k: v.tolist() for k, v in reply_arrays(first).items()} == {
+        k: v.tolist() for k, v in TRAINED.items()
+    }
+    moved = {"w": GLOBAL["w"] + np.array([3.0, 0.0, 1.0], np.float32), "b": GLOBAL["b"] + 2.0}
+    # |change| = [3, 0, 1, 2]: the bottom half are w[1] (0) and w[2] (1)
+    trained = {"w": moved["w"] + 1.0, "b": moved["b"] + 1.0}
+    reply = neurotoxin_mod(0.5)(
+        train_message({"server-round": 2}, arrays=moved), ctxt, fake_handler(trained)
+    )
+    out = reply_arrays(reply)
+    np.testing.assert_array_equal(out["w"], moved["w"] + np.array([0.0, 1.0, 1.0], np.float32))
+    np.testing.assert_array_equal(out["b"], moved["b"])
+
+
+def test_mod_rejects_a_bad_ratio():
+    with pytest.raises(ValueError, match="mask_ratio"):
+        neurotoxin_mod(0.0)
