@@ -21,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from clients.agr_tailored import AgrTailored, AgrTailoredClient
     from clients.alie import Alie, AlieClient
     from clients.alter_min import AlterMinClient
     from clients.attack import AttackClient
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from clients.dba import DbaClient, DistributedTrigger
     from clients.edge_case import EdgeCaseClient, NormBallProjection
     from clients.fairness_attack import FairnessAttackClient
+    from clients.fang import Fang, FangClient, fang_adversary
     from clients.gaussian import Gaussian, GaussianClient
     from clients.honest import HonestClient
     from clients.ipm import Ipm, IpmClient
@@ -60,6 +62,11 @@ if TYPE_CHECKING:
     from clients.three_dfed import ThreeDFed, ThreeDFedClient
 
 _LAZY: dict[str, str] = {
+    "Fang": "clients.fang",
+    "FangClient": "clients.fang",
+    "fang_adversary": "clients.fang",
+    "AgrTailored": "clients.agr_tailored",
+    "AgrTailoredClient": "clients.agr_tailored",
     "Alie": "clients.alie",
     "AlieClient": "clients.alie",
     "AlterMinClient": "clients.alter_min",
@@ -118,6 +125,8 @@ _LAZY: dict[str, str] = {
 """Public name -> the module that defines it."""
 
 __all__ = [
+    "AgrTailored",
+    "AgrTailoredClient",
     "Alie",
     "AlieClient",
     "AlterMinClient",
@@ -128,6 +137,8 @@ __all__ = [
     "DistributedTrigger",
     "EdgeCaseClient",
     "FairnessAttackClient",
+    "Fang",
+    "FangClient",
     "Gaussian",
     "GaussianClient",
     "HonestClient",
@@ -172,6 +183,7 @@ __all__ = [
     "ThreeDFed",
     "ThreeDFedClient",
     "colluding_adversary",
+    "fang_adversary",
 ]
 
 

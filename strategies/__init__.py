@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from strategies.centered_clipping import CenteredClipping
     from strategies.clustering import CosineClustering
     from strategies.crfl import CRFL
+    from strategies.deepsight import DeepSight
     from strategies.diversefl import DiverseFL
     from strategies.dnc import DnC
     from strategies.dp_noise import DPNoise
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from strategies.trimmed_mean import TrimmedMean
 
 _LAZY: dict[str, str] = {
+    "DeepSight": "strategies.deepsight",
     "Auror": "strategies.auror",
     "RobustStrategy": "strategies.base",
     "WrappingStrategy": "strategies.base",
@@ -92,6 +94,7 @@ __all__ = [
     "CoordinateMedian",
     "CosineClustering",
     "DPNoise",
+    "DeepSight",
     "DiverseFL",
     "DnC",
     "FLDetector",

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from strategies.auror import auror
 from strategies.clustering import cosine_clustering
 from strategies.crfl import crfl
+from strategies.deepsight import deepsight, output_neurons
 from strategies.dnc import dnc
 from strategies.fang_rejection import fang_rejection
 from strategies.lasa import lasa
@@ -21,6 +22,7 @@ RULES = {
     "lasa": lambda u: lasa(
         u, [(slice(0, u.shape[1] // 2), True), (slice(u.shape[1] // 2, None), False)]
     ),
+    "deepsight": lambda u: deepsight(u, *output_neurons(None, u.shape[1]), []),
     "crfl": lambda u: crfl(u, torch.zeros(u.shape[1]), torch.Generator(), clip=5.0, sigma=0.0),
     "fang_rejection": lambda u: fang_rejection(
         u,

@@ -232,6 +232,14 @@ PROMISES: dict[str, Promise] = {
         norm_at_most(lambda r: r.max_norm),
         identical=False,  # sparsifies: keeps the top 70% of each row's weight coordinates
     ),
+    # DeepSight clips every accepted row to the median norm, which a minority cannot lift
+    # above the largest honest norm (SignGuard's argument)
+    "deepsight": Promise(
+        cpu(RULES["deepsight"], seeds=1, num_inputs=4),
+        half,
+        norm_at_most(lambda r: r.max_norm),
+        needs="trainer",
+    ),
     # Auror flags per-coordinate minorities: no bound, finiteness only
     "auror": Promise(cpu(RULES["auror"], alpha=0.5), half, None),
     # ---- transforms, around the coordinate median

@@ -9,7 +9,9 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from torch import nn
 
 from clients import (
+    AgrTailoredClient,
     AlieClient,
+    FangClient,
     IpmClient,
     Mimic2Client,
     MimicClient,
@@ -31,7 +33,9 @@ from flsec_flower.config import AttackConfig, ConfigError, ExperimentConfig
 from flsec_flower.experiment import ClientEnv
 
 OMNISCIENT = [
+    AgrTailoredClient,
     AlieClient,
+    FangClient,
     IpmClient,
     Mimic2Client,
     MimicClient,
@@ -40,7 +44,9 @@ OMNISCIENT = [
     NormalizedMeanClient,
 ]
 NAMES = {
+    "agr_tailored": AgrTailoredClient,
     "alie": AlieClient,
+    "fang": FangClient,
     "ipm": IpmClient,
     "mimic": MimicClient,
     "mimic2": Mimic2Client,
@@ -216,6 +222,10 @@ def test_server_adversary_without_attack_is_none():
         (MimicClient, {"warmup": 0}),
         (Mimic2Client, {"target": -1}),
         (NormalizedMeanClient, {"omniscient": "yes"}),
+        (FangClient, {"agr": "bulyan"}),
+        (FangClient, {"b": 1.0}),
+        (AgrTailoredClient, {"agr": "bulyan"}),
+        (AgrTailoredClient, {"f": -1}),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_them(cls, params):

@@ -109,6 +109,11 @@ DEFENCES: dict[str, Defence] = {
     "fldetector": Defence("Zhang, Cao, Jia & Gong, KDD 2022", "f < n/2"),
     "auror": Defence("Shen, Tople & Saxena, ACSAC 2016", "a minority"),
     "lasa": Defence("Xu, Zhang & Hu, WACV 2025", "a minority"),
+    "deepsight": Defence(
+        "Rieger, Nguyen, Miettinen & Sadeghi, NDSS 2022",
+        "backdoors (a minority)",
+        "the model, run on random inputs",
+    ),
     "fang_rejection": Defence(
         "Fang, Cao, Jia & Gong, USENIX Security 2020 (ERR/LFR)", server_data="validation set"
     ),
@@ -121,6 +126,7 @@ DEFENCES: dict[str, Defence] = {
 """Paper, bound and server-side data of every registered rule and wrapper."""
 
 ATTACK_PAPERS: dict[str, tuple[str, str]] = {
+    "agr_tailored": ("Shejwalkar & Houmansadr, NDSS 2021 (AGR-tailored)", "model poisoning"),
     "alie": ("Baruch, Baruch & Goldberg, NeurIPS 2019", "model poisoning"),
     "alter_min": (
         "Bhagoji, Chakraborty, Mittal & Calo, ICML 2019",
@@ -130,6 +136,7 @@ ATTACK_PAPERS: dict[str, tuple[str, str]] = {
     "dba": ("Xie, Huang, Chen & Li, ICLR 2020", "backdoor, data poisoning (colluding)"),
     "edge_case": ("Wang et al., NeurIPS 2020", "backdoor, data poisoning (+ PGD)"),
     "fairness_attack": ("Rance & Svoboda, arXiv 2023", "data + model poisoning"),
+    "fang": ("Fang, Cao, Jia & Gong, USENIX Security 2020", "model poisoning"),
     "gaussian": ("He, Karimireddy & Jaggi, ICLR 2022", "model poisoning"),
     "ipm": ("Xie, Koyejo & Gupta, UAI 2019", "model poisoning"),
     "label_flip": ("He, Karimireddy & Jaggi, ICLR 2022", "data poisoning"),

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from clients import (
+    AgrTailoredClient,
     AlieClient,
     AlterMinClient,
     ClassBackdoorClient,
     DbaClient,
     EdgeCaseClient,
     FairnessAttackClient,
+    FangClient,
     GaussianClient,
     HonestClient,
     IpmClient,
@@ -58,6 +60,7 @@ from strategies import (
     CenteredClipping,
     CoordinateMedian,
     CosineClustering,
+    DeepSight,
     DiverseFL,
     DnC,
     DPNoise,
@@ -106,6 +109,7 @@ RULES: dict[str, type[RobustStrategy]] = {
     "auror": Auror,
     "fang_rejection": FangRejection,
     "lasa": LASA,
+    "deepsight": DeepSight,
 }
 
 # ---- transforms around a rule (strategy.wrappers[i].name)
@@ -119,12 +123,14 @@ WRAPPERS: dict[str, type[WrappingStrategy]] = {
 
 # ---- attacks (attack.name)
 ATTACKS: dict[str, type[HonestClient]] = {
+    "agr_tailored": AgrTailoredClient,
     "alie": AlieClient,
     "alter_min": AlterMinClient,
     "class_backdoor": ClassBackdoorClient,
     "dba": DbaClient,
     "edge_case": EdgeCaseClient,
     "fairness_attack": FairnessAttackClient,
+    "fang": FangClient,
     "gaussian": GaussianClient,
     "ipm": IpmClient,
     "label_flip": LabelFlipClient,
@@ -261,7 +267,7 @@ def build_strategy(
     ``hooks`` maps a server-side hook's constructor keyword (see
     :data:`HOOKS`) to a :data:`Hook`; each rule and wrapper gets the hooks
     its constructor takes (every one takes ``local_trainer``, ``adversary``
-    and ``gradient_lr``; FLTrust and FangRejection ``root_data``; only the
+    and ``gradient_lr``; FLTrust, FangRejection and DeepSight ``root_data``; only the
     simulation-only OracleSGD ``malicious_partition_ids``).
     """
     hooks = {} if hooks is None else hooks
