@@ -74,7 +74,7 @@ def tables(runs: pd.DataFrame) -> str:
 
 
 def natural(path: Path) -> tuple[str, int]:
-    """Sort key of a run folder: its stem, then its ``-N`` suffix as a number (``-10`` after ``-9``)."""
+    """Sort key of a run folder: its stem, then its ``-N`` suffix as a number (``-10`` last)."""
     stem, _, suffix = path.name.rpartition("-")
     return (stem, int(suffix)) if suffix.isdigit() and len(suffix) < 4 else (path.name, -1)
 
