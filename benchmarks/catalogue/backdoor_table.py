@@ -4,7 +4,10 @@ Each run folder holds the ``config.yaml`` it ran and its ``summary.csv``;
 the tables need only those, so runs of several sweeps (or of a sweep cut
 short) can be put together. A cell is the mean ± sample standard deviation
 over the seeds present (``n=1``: the one value); the row is the rule with
-its wrappers, the column the attack (``none`` when no client is malicious).
+its wrappers, the column the attack (``none (x)`` when no client is
+malicious: attack ``x``'s backdoor metric on a clean run).
+Runs in which a client failed are left out; of two runs of one cell and
+seed the later folder counts.
 
 Usage::
 
@@ -14,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -26,10 +30,20 @@ METRICS = {
 }
 
 
+def failures(run_dir: Path) -> int:
+    """Client failures over the rounds of a run (``num_failures`` in its ``metrics.jsonl``)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(int(json.loads(line).get("num_failures") or 0) for line in lines if line)
+
+
 def run_row(run_dir: Path) -> dict[str, object] | None:
-    """The rule, attack, seed and final metrics of one finished run; ``None`` if unfinished."""
+    """The rule, attack, seed and final metrics of one finished run; ``None`` if unfinished.
+
+    A run in which a client failed (e.g. a Ray actor killed for memory) is
+    not the configured setting, so it counts as unfinished too.
+    """
     summary = run_dir / "summary.csv"
-    if not summary.is_file():
+    if not summary.is_file() or failures(run_dir) > 0:
         return None
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     strategy = cfg["strategy"]
@@ -37,7 +51,9 @@ def run_row(run_dir: Path) -> dict[str, object] | None:
     for wrapper in strategy.get("wrappers") or []:
         rule = f"`{wrapper['name']}`({rule})"
     attack = cfg.get("attack")
-    name = "none" if not attack or attack["num_malicious"] == 0 else attack["name"]
+    name = attack["name"] if attack else "none"
+    if attack and attack["num_malicious"] == 0:
+        name = f"none ({name})"
     values = pd.read_csv(summary).iloc[0]
     return {
         "rule": rule,
@@ -59,7 +75,7 @@ def cell(values: pd.Series) -> str:
 def tables(runs: pd.DataFrame) -> str:
     """One markdown table per metric, rows and columns in the order first seen."""
     rules = list(dict.fromkeys(runs["rule"]))
-    attacks = sorted(dict.fromkeys(runs["attack"]), key=lambda a: a != "none")
+    attacks = sorted(dict.fromkeys(runs["attack"]), key=lambda a: not a.startswith("none"))
     seeds = sorted(set(runs["seed"]))
     out = [f"Runs: {len(runs)}, seeds {seeds}.", ""]
     for metric, title in METRICS.items():
@@ -86,8 +102,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = [row for d in sorted(args.run_dirs, key=natural) if (row := run_row(d)) is not None]
     if not rows:
-        raise SystemExit("no finished run (summary.csv) among the given folders")
-    print(tables(pd.DataFrame(rows)))
+        raise SystemExit("no finished run (summary.csv, no client failure) among the folders")
+    runs = pd.DataFrame(rows).drop_duplicates(["rule", "attack", "seed"], keep="last")
+    print(tables(runs))
 
 
 if __name__ == "__main__":
