@@ -72,9 +72,8 @@ def cell(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {std:.3f}"
 
 
-def tables(runs: pd.DataFrame) -> str:
-    """One markdown table per metric, rows and columns in the order first seen."""
-    rules = list(dict.fromkeys(runs["rule"]))
+def tables(runs: pd.DataFrame, rules: list[str]) -> str:
+    """One markdown table per metric, rows in the order ``rules``, clean columns first."""
     attacks = sorted(dict.fromkeys(runs["attack"]), key=lambda a: not a.startswith("none"))
     seeds = sorted(set(runs["seed"]))
     out = [f"Runs: {len(runs)}, seeds {seeds}.", ""]
@@ -103,8 +102,9 @@ def main() -> None:
     rows = [row for d in sorted(args.run_dirs, key=natural) if (row := run_row(d)) is not None]
     if not rows:
         raise SystemExit("no finished run (summary.csv, no client failure) among the folders")
-    runs = pd.DataFrame(rows).drop_duplicates(["rule", "attack", "seed"], keep="last")
-    print(tables(runs))
+    runs = pd.DataFrame(rows)
+    rules = list(dict.fromkeys(runs["rule"]))
+    print(tables(runs.drop_duplicates(["rule", "attack", "seed"], keep="last"), rules))
 
 
 if __name__ == "__main__":
