@@ -20,8 +20,11 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/flsec demo
 
+# The in-process tests on two workers (pytest-xdist); the slow ones (Ray clusters, deployments,
+# baseline smoke runs) one at a time, since they start their own processes and ports.
 test: $(VENV)/.installed-dev
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" -n 2
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
