@@ -11,7 +11,7 @@ import torch
 from flwr.common import Scalar
 from torch import nn
 
-from clients.attack import AttackClient
+from clients.attack import AttackClient, check_classes
 from clients.model_poisoning import check_number
 from clients.pixel_trojan import backdoor_metric
 from flsec_flower.config import ExperimentConfig
@@ -172,11 +172,7 @@ class AlterMinClient(AttackClient):
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)
         self.params = AlterMin(**params)
-        num_classes = env.dataset.num_classes
-        for name in ("target_class", "source_class"):
-            label = getattr(self.params, name)
-            if label is not None and not 0 <= label < num_classes:
-                raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
+        check_classes(self.params, env.dataset.num_classes)
         ids = targeted_examples(
             env.dataset.y_train, env.cfg.seed, self.params.source_class, self.params.count
         )

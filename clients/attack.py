@@ -51,6 +51,29 @@ def backdoor_mixer(
     return mix
 
 
+def check_classes(params: object, num_classes: int) -> None:
+    """Raise if ``params.target_class`` or ``params.source_class`` (when set) is not a class.
+
+    Parameters
+    ----------
+    params : object
+        Attack parameters with ``target_class`` and ``source_class`` fields
+        (``None`` means unset).
+    num_classes : int
+        The dataset's number of classes.
+    """
+    for name in ("target_class", "source_class"):
+        label = getattr(params, name)
+        if label is not None:
+            check_class(name, label, num_classes)
+
+
+def check_class(name: str, label: int, num_classes: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``0 <= label < num_classes``."""
+    if not 0 <= label < num_classes:
+        raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
+
+
 def compose_params(name: str, parts: tuple[type, ...]) -> type:
     """One parameter dataclass with the fields of the dataclasses ``parts``, in their order.
 

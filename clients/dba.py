@@ -10,7 +10,7 @@ import torch
 from flwr.common import NDArrays, Scalar
 from torch import nn
 
-from clients.attack import AttackClient
+from clients.attack import AttackClient, check_classes
 from clients.model_poisoning import check_number
 from clients.model_replacement import Scaling
 from clients.pixel_trojan import PixelTrigger, backdoor_metric, stamp
@@ -243,11 +243,7 @@ class DbaClient(AttackClient):
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)
         self.attack = DistributedTrigger(**params)
-        num_classes = env.dataset.num_classes
-        for name in ("target_class", "source_class"):
-            label = getattr(self.attack, name)
-            if label is not None and not 0 <= label < num_classes:
-                raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
+        check_classes(self.attack, env.dataset.num_classes)
         self.part = attacker_part(env.cfg, env.partition_id, self.attack.parts)
         self.trigger = self.attack.local(self.part, env.dataset.input_shape)
 

@@ -13,7 +13,7 @@ import torch
 from flwr.common import Config, NDArrays, Scalar
 from torch import nn
 
-from clients.attack import AttackClient
+from clients.attack import AttackClient, check_classes
 from clients.pixel_trojan import PixelTrigger, backdoor_metric
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
@@ -200,11 +200,7 @@ class NeurotoxinClient(AttackClient):
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)
         self.params = NeurotoxinBackdoor(**params)
-        num_classes = env.dataset.num_classes
-        for name in ("target_class", "source_class"):
-            label = getattr(self.params, name)
-            if label is not None and not 0 <= label < num_classes:
-                raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
+        check_classes(self.params, env.dataset.num_classes)
         self.trigger = self.params.trigger()
         self.trigger.stamp(env.x[:1])
         self.neurotoxin = self.params.neurotoxin()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.attack import backdoor_mixer
+from clients.attack import backdoor_mixer, check_class
 from clients.backdoor import BackdoorClient
 from flsec_flower.config import ExperimentConfig, attacker_training
 from flsec_flower.data import Dataset
@@ -316,9 +316,9 @@ class PixelBackdoor:
     def bind(self, env: ClientEnv) -> PixelBackdoorData:
         """Check the parameters against the client's data; the backdoor of its partition."""
         ds = env.dataset
-        _check_class("target_class", self.target_class, ds.num_classes)
+        check_class("target_class", self.target_class, ds.num_classes)
         if self.source_class is not None:
-            _check_class("source_class", self.source_class, ds.num_classes)
+            check_class("source_class", self.source_class, ds.num_classes)
         trigger(ds.input_shape, **self.trigger_kwargs())
         batch = resolve_batch_size(attacker_training(env.cfg).batch_size, int(env.x.shape[0]))
         if self.items_per_batch is not None and not 1 <= self.items_per_batch <= batch:
@@ -431,11 +431,6 @@ class PixelTrojanClient(BackdoorClient):
 
 def _trigger_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in ("pattern", "trigger_size", "offset", "mask", "value")}
-
-
-def _check_class(name: str, label: int, num_classes: int) -> None:
-    if not 0 <= label < num_classes:
-        raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
 
 
 def backdoor_metric(x: torch.Tensor, target_class: int, batch_size: int = 1024) -> ServerMetric:

@@ -11,7 +11,7 @@ import torch
 from flwr.common import Config, NDArrays, Scalar
 from torch import nn
 
-from clients.attack import AttackClient
+from clients.attack import AttackClient, check_classes
 from clients.model_poisoning import check_number
 from clients.model_replacement import alpha_weighted, anomaly_loss
 from clients.pixel_trojan import PixelTrigger, backdoor_metric
@@ -336,10 +336,7 @@ class ThreeDFedClient(AttackClient):
         super().__init__(env, model)
         self.params = ThreeDFed(**params)
         num_classes = env.dataset.num_classes
-        for name in ("target_class", "source_class"):
-            label = getattr(self.params, name)
-            if label is not None and not 0 <= label < num_classes:
-                raise ValueError(f"{name}: got {label!r}, must be a class in 0..{num_classes - 1}")
+        check_classes(self.params, num_classes)
         if self.params.mask_neurons > num_classes - 1:
             raise ValueError(
                 f"mask_neurons: got {self.params.mask_neurons}, at most {num_classes - 1} "
