@@ -1,4 +1,4 @@
-"""3DFed: zero-sum masks on the output rows, indicators read back, and masks that pass FoolsGold."""
+"""3DFed: zero-sum masks, indicators read back, decoys; masks pass FoolsGold, decoys fool clustering."""
 
 import numpy as np
 import pytest
@@ -8,22 +8,33 @@ from flwr.app import RecordDict
 from clients.three_dfed import (
     ACCEPTED,
     ALPHA,
+    DECOY,
+    DECOYS,
     WEAK_DP,
+    Colluder,
+    ThreeDFed,
     ThreeDFedClient,
+    craft_update,
+)
+from clients.three_dfed_parts import (
+    decoy_positions,
     indicator_positions,
     mask_scale,
     mask_support,
     output_layer,
     read_indicators,
     tune_alpha,
+    tune_decoys,
     zero_sum_masks,
 )
+from flsec_flower.aggregation import RoundContext
 from flsec_flower.app import registry
 from flsec_flower.client_state import ClientState
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
 from flsec_flower.experiment import ClientEnv
 from flsec_flower.models import build_model, get_weights
+from strategies import CosineClustering
 from strategies.foolsgold import foolsgold_weights
 
 ATTACKERS = [1, 3, 4]
@@ -111,6 +122,10 @@ def test_reading_and_tuning_by_hand():
         ({"mask_alpha": 1.0}, "mask_alpha"),
         ({"indicator_value": 0.0}, "indicator_value"),
         ({"target_class": 10}, "target_class"),
+        ({"decoys": 3}, "decoys"),
+        ({"decoys": 2, "max_decoys": 1}, "decoys"),
+        ({"max_decoys": -1}, "max_decoys"),
+        ({"decoy_shift": 0.0}, "decoy_shift"),
     ],
 )
 def test_bad_parameters_name_the_key(params, key):
@@ -189,3 +204,95 @@ def test_server_metric_is_the_pixel_trigger_backdoor_accuracy():
         model[1].weight[3, -1] = 1.0  # the bottom-right pixel, inside the 5x5 square
     got = ThreeDFedClient.server_metrics(env.cfg, env.dataset)(model)
     assert got == {"backdoor_accuracy": 1.0}
+
+
+def flat(weights):
+    return np.concatenate([np.ravel(w) for w in weights])
+
+
+def test_decoy_construction_by_hand():
+    # 3 classes, target 2, both other rows masked (zero masks): the indicators and the decoy's
+    # coordinate are in row 2 of the output weight (flat 8..11); no earlier global model, so the
+    # indicators are the first two free coordinates, 8 (rank 0) and 9 (rank 1)
+    p = ThreeDFed(target_class=2, mask_neurons=2, mask_std=0.0, indicator_value=0.5, decoys=1)
+    g = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    benign = [np.array([[0.2] * 4, [0.2] * 4, [0, 0, 0.1, 0.1]], np.float32), np.full(3, 0.1)]
+    trained = [benign[0].copy(), np.array([0.1, 0.1, 0.3], np.float32)]
+    trained[0][2, 2] = 0.3  # |bd - ben| over 10, 11: 0.2, 0.0, so the decoy moves 11
+    assert decoy_positions(flat(trained), flat(benign), np.arange(15) < 10, 1).tolist() == [11]
+    # ||bd|| > ||ben||: scale 1
+    sent = [craft_update(p, Colluder(r, 2, 0, 3), g, trained, benign, None, 1) for r in (0, 1)]
+    expected = flat(benign)
+    expected[11] += 10.0  # decoy_shift
+    expected[9] = 0.5  # its indicator
+    np.testing.assert_allclose(flat(sent[1].weights), expected, atol=1e-6)
+    backdoor = flat(trained)
+    backdoor[8] = 0.5
+    np.testing.assert_allclose(flat(sent[0].weights), backdoor, atol=1e-6)
+    assert [s.metrics[DECOY] for s in sent] == [False, True]
+    assert sent[0].metrics[DECOYS] == 1
+
+
+def test_decoy_count_follows_the_indicators():
+    assert tune_decoys(0, ["r", "r"], [], False, 2) == 1  # backdoors caught: one decoy more
+    assert tune_decoys(2, ["c"], ["a", "r"], False, 2) == 1  # an accepted decoy is wasted
+    assert tune_decoys(2, ["r"], ["r", "r"], False, 2) == 2  # at the cap
+    assert tune_decoys(1, ["r"], ["r"], True, 2) == 0  # weak DP: none
+    with pytest.raises(ValueError, match="decoys"):
+        decoy_positions(np.zeros(3), np.zeros(3), np.array([True, True, False]), 2)
+    # through the attack's memory: an unchanged global model rejected all three backdoors
+    p = ThreeDFed(target_class=2, mask_neurons=1, indicator_value=0.5)
+    g = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    trained = [np.full((3, 4), 0.1, np.float32), np.full(3, 0.1, np.float32)]
+    first = [craft_update(p, Colluder(r, 3, 0, 3), g, trained, trained, None, 1) for r in range(3)]
+    assert all(c.metrics[DECOYS] == 0 and not c.metrics[DECOY] for c in first)
+    second = [
+        craft_update(p, Colluder(r, 3, 0, 3), g, trained, trained, first[r].memory, 2)
+        for r in range(3)
+    ]
+    assert [c.metrics[DECOY] for c in second] == [False, False, True]
+    assert second[0].metrics[DECOYS] == 1 and second[0].metrics[ACCEPTED] == 0.0
+
+
+def test_a_decoy_draws_cosine_clustering_off_the_masked_backdoors():
+    """3DFed's decoy property: the detector spends its outlier label on the decoy.
+
+    Five honest updates around a common direction, three attackers whose
+    backdoored updates add a shared backdoor direction (all small, norm ~0.2).
+    Without decoys the backdoors form the smaller cosine cluster and are
+    flagged; with one decoy (the benign update with one coordinate moved by 10)
+    the two clusters are the decoy and everyone else, so both masked backdoors
+    are aggregated.
+    """
+    rng = np.random.default_rng(0)
+    like = [np.zeros((10, 20), np.float32), np.zeros(10, np.float32)]
+    d = 210
+    common, direction = rng.normal(size=d), rng.normal(size=d)
+
+    def model(vector):
+        return [vector[:200].reshape(10, 20).astype(np.float32), vector[200:].astype(np.float32)]
+
+    honest = [0.01 * (common + 0.3 * rng.normal(size=d)) for _ in range(5)]
+    benign = [0.01 * (common + 0.3 * rng.normal(size=d)) for _ in range(3)]
+    trained = [b + 0.01 * direction for b in benign]
+    n = 8
+    ctx = RoundContext(
+        server_round=1,
+        partition_ids=list(range(n)),
+        num_examples=torch.ones(n),
+        global_params=torch.zeros(d),
+        generator=torch.Generator().manual_seed(0),
+    )
+    for decoys, flagged in ((0, [5, 6, 7]), (1, [7])):
+        p = ThreeDFed(mask_std=1e-4, indicator_value=1e-3, decoys=decoys)
+        sent = [
+            flat(
+                craft_update(
+                    p, Colluder(r, 3, 0, 10), like, model(trained[r]), model(benign[r]), None, 1
+                ).weights
+            )
+            for r in range(3)
+        ]
+        updates = torch.tensor(np.stack(honest + sent), dtype=torch.float32)
+        agg = CosineClustering(device="cpu").aggregate_updates(updates, ctx)
+        assert agg.flagged == flagged
