@@ -392,6 +392,8 @@ class ThreeDFedClient(AttackClient):
     """
 
     params_type: ClassVar[type] = ThreeDFed
+    client_mod: ClassVar[str] = "three_dfed_mod"
+    """The Message-API face of the update transform (:func:`clients.mods.three_dfed_mod`)."""
 
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)

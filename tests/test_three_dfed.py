@@ -1,10 +1,11 @@
-"""3DFed: zero-sum masks, indicators read back, decoys; masks pass FoolsGold, decoys fool clustering."""
+"""3DFed: masks, indicators, decoys; masks pass FoolsGold, a decoy fools clustering; the mod."""
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import RecordDict
 
+from clients.mods import THREE_DFED_STATE, three_dfed_mod
 from clients.three_dfed import (
     ACCEPTED,
     ALPHA,
@@ -36,6 +37,13 @@ from flsec_flower.experiment import ClientEnv
 from flsec_flower.models import build_model, get_weights
 from strategies import CosineClustering
 from strategies.foolsgold import foolsgold_weights
+from tests.test_attack_mods import (
+    context,
+    fake_handler,
+    reply_arrays,
+    task_identity,  # noqa: F401  (fixture)
+    train_message,
+)
 
 ATTACKERS = [1, 3, 4]
 
@@ -296,3 +304,59 @@ def test_a_decoy_draws_cosine_clustering_off_the_masked_backdoors():
         updates = torch.tensor(np.stack(honest + sent), dtype=torch.float32)
         agg = CosineClustering(device="cpu").aggregate_updates(updates, ctx)
         assert agg.flagged == flagged
+
+
+def test_mod_sends_bit_for_bit_what_the_client_crafts():
+    """Two rounds, three attackers (one decoy at first): the mod sends the client's ``craft``.
+
+    The second global model is the mean of the first round's replies, so every
+    indicator reads 1/3 of its value: all accepted, and the accepted decoy is dropped.
+    """
+    params = {"mask_neurons": 4, "mask_std": 0.5, "decoys": 1}
+    rng = np.random.default_rng(0)
+    clients = [registry.build_client(make_env(params, pid), True) for pid in ATTACKERS]
+    contexts = [context() for _ in ATTACKERS]
+    g = initial_weights()
+    for server_round, decoys in ((1, 1), (2, 0)):
+        sent = []
+        for rank, (client, ctxt) in enumerate(zip(clients, contexts, strict=True)):
+            trained = [a + rng.normal(scale=1e-3, size=a.shape).astype(a.dtype) for a in g]
+            client.benign = trained  # the mod's benign model is the handler's reply
+            expected = client.craft(g, trained, server_round)
+            mod = three_dfed_mod(rank, len(ATTACKERS), client.env.cfg.seed, **params)
+            reply = mod(
+                train_message({"server-round": server_round}, arrays={"w": g[0], "b": g[1]}),
+                ctxt,
+                fake_handler({"w": trained[0], "b": trained[1]}),
+            )
+            out = reply_arrays(reply)
+            for got, want in zip((out["w"], out["b"]), expected, strict=True):
+                assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+            assert client.round_metrics[DECOYS] == decoys
+            assert client.round_metrics[DECOY] == (rank >= 3 - decoys)
+            assert THREE_DFED_STATE in ctxt.state.array_records
+            sent.append(expected)
+        g = [np.mean(layer, axis=0).astype(np.float32) for layer in zip(*sent, strict=True)]
+    assert clients[0].round_metrics[ACCEPTED] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"rank": 3}, "rank"),
+        ({"decoys": 3}, "decoys"),
+        ({"mask_neurons": 10}, "mask_neurons"),
+        ({"target_class": 10}, "target_class"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_mod_rejects_bad_parameters_by_name(kwargs, key):
+    args = {"rank": 0, "attackers": 3, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=key):
+        three_dfed_mod(**args)
+
+
+def test_mod_answers_an_error_for_a_model_without_output_layer():
+    reply = three_dfed_mod(0, 3, 0)(train_message({"server-round": 1}), context(), fake_handler())
+    assert reply.has_error() and "three_dfed_mod" in reply.error.reason
+    assert "output layer" in reply.error.reason
