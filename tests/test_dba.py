@@ -18,28 +18,16 @@ from clients.poisoned_data import PoisonedDataset
 from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv, client_env, malicious_ids
+from flsec_flower.experiment import client_env, malicious_ids
 from flsec_flower.models import get_weights, set_weights
+from tests.attack_env import toy_data, toy_env
 
 
 def make_env(params=None, partition_id=0, n=40, attack=None):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 8},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {
-                "name": "dba",
-                "malicious_ids": [1, 4, 6, 7],
-                "params": params or {},
-                **(attack or {}),
-            },
-        }
+    data = toy_data(n)
+    return toy_env(
+        "dba", [1, 4, 6, 7], params, attack, num_clients=8, partition_id=partition_id, data=data
     )
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(partition_id, x, y, ds, cfg, torch.device("cpu"))
 
 
 def test_default_layout_is_the_authors_mnist_triggers():

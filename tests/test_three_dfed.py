@@ -31,12 +31,11 @@ from clients.three_dfed_parts import (
 from flsec_flower.aggregation import RoundContext
 from flsec_flower.app import registry
 from flsec_flower.client_state import ClientState
-from flsec_flower.config import ConfigError, from_dict
-from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv
+from flsec_flower.config import ConfigError
 from flsec_flower.models import build_model, get_weights
 from strategies import CosineClustering
 from strategies.foolsgold import foolsgold_weights
+from tests.attack_env import toy_data, toy_env
 from tests.test_attack_mods import (
     context,
     fake_handler,
@@ -49,18 +48,10 @@ ATTACKERS = [1, 3, 4]
 
 
 def make_env(params=None, partition_id=1, n=16):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 6},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {"name": "three_dfed", "malicious_ids": ATTACKERS, "params": params or {}},
-        }
+    data = toy_data(n, seed=partition_id)
+    return toy_env(
+        "three_dfed", ATTACKERS, params, num_clients=6, partition_id=partition_id, data=data
     )
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(partition_id)) * 0.5
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(partition_id, x, y, ds, cfg, torch.device("cpu"))
 
 
 def initial_weights():
