@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from flwr.common import Config, NDArrays, Scalar
+from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from clients.attack import AttackClient, check_classes
@@ -413,15 +413,9 @@ class ThreeDFedClient(AttackClient):
         pid = env.partition_id
         rank = attackers.index(pid) if pid in attackers else pid % count
         self.colluder = Colluder(rank, count, env.cfg.seed, num_classes)
-        self.global_weights: NDArrays = []
         self.benign: NDArrays = []
         self.memory: list[np.ndarray] | None = None
         self.round_metrics: dict[str, Scalar] = {}
-
-    def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """Remember ``parameters`` as this round's global model, then fit."""
-        self.global_weights = [np.array(a) for a in parameters]
-        return super().fit(parameters, config)
 
     def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
         """While active: the partition with its poisoned part stamped and relabelled."""
