@@ -127,6 +127,13 @@ class DistributedTrigger:
         Scale the attacker's update by this factor (the authors'
         ``scale_weights_poison``, model replacement's boost, :class:`Scaling`);
         ``None`` sends it unscaled.
+    single_shot_interval : int, optional
+        Xie et al.'s single-shot setting A-S: the attacker of rank ``k``
+        among the configured attackers poisons in round ``attack.start_round
+        + k * single_shot_interval`` only (:func:`single_shot_round`; the
+        authors' MNIST rounds 12, 14, 16, 18: ``start_round`` 12, interval
+        2). ``None``: A-M, every attacker in every round of the attack
+        block's schedule.
 
     Examples
     --------
@@ -148,6 +155,7 @@ class DistributedTrigger:
     source_class: int | None = None
     poison_fraction: float = 0.3125
     boost: float | None = None
+    single_shot_interval: int | None = None
 
     def __post_init__(self) -> None:
         """Check the fields that do not depend on the data."""
@@ -163,6 +171,14 @@ class DistributedTrigger:
             raise ValueError(f"poison_fraction: got {self.poison_fraction!r}, must be in [0, 1]")
         if self.boost is not None:
             check_number("boost", self.boost, above=0)
+        interval = self.single_shot_interval
+        if interval is not None and (
+            isinstance(interval, bool) or not isinstance(interval, int) or interval < 1
+        ):
+            raise ValueError(
+                f"single_shot_interval: got {interval!r}, must be an integer >= 1 (rounds "
+                "between two attackers' single shots) or null for every round"
+            )
 
     def masks(self, input_shape: Sequence[int]) -> list[list[list[int]]]:
         """Each local trigger's positions (``local_masks``, else :func:`dba_masks`)."""
@@ -213,6 +229,25 @@ def attacker_part(cfg: ExperimentConfig, partition_id: int, parts: int) -> int:
     return rank % parts
 
 
+def single_shot_round(cfg: ExperimentConfig, partition_id: int, interval: int) -> int:
+    """The one round attacker ``partition_id`` poisons in DBA's A-S setting.
+
+    ``attack.start_round + k * interval``, ``k`` the attacker's rank among
+    the configured attackers (a partition that is not one of them: its id).
+
+    Examples
+    --------
+    >>> from flsec_flower.config import from_dict
+    >>> cfg = from_dict({"attack": {"name": "dba", "malicious_ids": [3, 8, 5], "start_round": 12}})
+    >>> [single_shot_round(cfg, i, 2) for i in (3, 5, 8)]
+    [12, 14, 16]
+    """
+    attackers = sorted(malicious_ids(cfg))
+    rank = attackers.index(partition_id) if partition_id in attackers else partition_id
+    start = cfg.attack.start_round if cfg.attack is not None else 1
+    return start + rank * interval
+
+
 class DbaClient(AttackClient):
     """DBA (Xie et al., ICLR 2020): each attacker trains on its own part of the global trigger.
 
@@ -221,6 +256,13 @@ class DbaClient(AttackClient):
     ``target_class`` (:meth:`DistributedTrigger.local`), trains, and, with
     ``boost``, scales its update (:class:`~clients.model_replacement.Scaling`).
     No attacker ever trains on the global trigger.
+
+    With ``single_shot_interval`` (the authors' A-S) each attacker is active
+    in its own round only (:func:`single_shot_round`), which replaces the
+    attack block's schedule (``end_round``, when set, must not come before
+    the last attacker's round). Under partial participation, make sure the
+    attackers are sampled then: ``attack.force_participation: true``
+    (without ``single_shot``) samples every attacker from ``start_round`` on.
 
     The server reports ``backdoor_accuracy`` for the global trigger and
     ``backdoor_accuracy_local_k`` for each local trigger ``k``: the fraction
@@ -246,6 +288,22 @@ class DbaClient(AttackClient):
         check_classes(self.attack, env.dataset.num_classes)
         self.part = attacker_part(env.cfg, env.partition_id, self.attack.parts)
         self.trigger = self.attack.local(self.part, env.dataset.input_shape)
+        interval = self.attack.single_shot_interval
+        self.shot = (
+            None if interval is None else single_shot_round(env.cfg, env.partition_id, interval)
+        )
+        end = env.cfg.attack.end_round if env.cfg.attack is not None else None
+        if self.shot is not None and end is not None and self.shot > end:
+            raise ValueError(
+                f"single_shot_interval: client {env.partition_id} would poison in round "
+                f"{self.shot}, after attack.end_round={end}"
+            )
+
+    def active(self, server_round: int) -> bool:
+        """In A-S its own round only (:func:`single_shot_round`), else the attack's schedule."""
+        if self.shot is None:
+            return super().active(server_round)
+        return server_round == self.shot
 
     def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
         """While active: the partition with its local trigger stamped on the poisoned part."""

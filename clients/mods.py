@@ -50,7 +50,7 @@ from flwr.common import NDArrays
 from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 
-from clients.attack import ACTIVE_TAG
+from clients.attack import ACTIVE_TAG, check_classes
 from clients.edge_case import NormBallProjection
 from clients.gaussian import Gaussian
 from clients.model_poisoning import UpdateAttack, update_is_zero
@@ -59,6 +59,7 @@ from clients.neurotoxin import Neurotoxin
 from clients.same_value import SameValue
 from clients.schedule import Schedule, round_from_config
 from clients.sign_flip import SignFlip
+from clients.three_dfed import Colluder, ThreeDFed, craft_update
 
 MODEL_POISONING: dict[str, type] = {
     "gaussian": Gaussian,
@@ -75,6 +76,9 @@ STATE_KEY = "flsec.attack_mod"
 
 NEUROTOXIN_STATE = "flsec.neurotoxin_mod"
 """``Context.state`` array record where :func:`neurotoxin_mod` keeps the last global model."""
+
+THREE_DFED_STATE = "flsec.three_dfed_mod"
+"""``Context.state`` array record where :func:`three_dfed_mod` keeps its memory."""
 
 
 def is_train(msg: Message) -> bool:
@@ -340,6 +344,102 @@ def neurotoxin_mod(mask_ratio: float = 0.95, *, schedule: Schedule | None = None
     return neurotoxin_mod
 
 
+def three_dfed_mod(
+    rank: int,
+    attackers: int,
+    seed: int,
+    *,
+    num_classes: int = 10,
+    schedule: Schedule | None = None,
+    **params: Any,
+) -> Mod:
+    r"""3DFed's update transform as a mod: noise masks, decoy models and indicators on the reply.
+
+    The mod of attacker ``rank`` (``0 .. attackers-1``) among ``attackers``
+    colluding nodes that share ``seed`` (every shared choice of a round is
+    drawn from it, :class:`~clients.three_dfed.Colluder`) sends what
+    :class:`~clients.three_dfed.ThreeDFedClient` sends
+    (:func:`~clients.three_dfed.craft_update`): the masked backdoor or,
+    in the last ``k`` ranks, a decoy, each with its indicator. It keeps the
+    attacker's memory (its indicators, :math:`\alpha`, ``k`` and the global
+    model) in ``Context.state`` (:data:`THREE_DFED_STATE`) and reads the
+    indicators from the next round's global model, as the client does.
+
+    A mod sees only the trained reply ``X``: the train handler trains the
+    backdoor (on data poisoned with :mod:`clients.poisoned_data`; the
+    constrained loss is the handler's to add), and ``X`` also stands for
+    the benign model, so the backdoor is not scaled to the benign norm
+    (:math:`s = 1`) and a decoy is ``X`` with its coordinate moved. Fit
+    metrics are not added (the client's are booleans, which a
+    ``MetricRecord`` does not carry).
+
+    Parameters
+    ----------
+    rank, attackers, seed : int
+        This attacker's rank, the number of colluders, their shared seed.
+    num_classes : int
+        Classes of the model's output layer (the ``(num_classes, h)`` array).
+    schedule : Schedule, optional
+        Rounds in which the mod attacks (every round by default).
+    **params
+        Fields of :class:`~clients.three_dfed.ThreeDFed` (the trigger's
+        fields other than ``target_class`` are the handler's business).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, for a bad rank, count or field.
+
+    Examples
+    --------
+    >>> three_dfed_mod(0, 3, seed=7, decoys=1).__name__
+    'three_dfed_mod'
+    """
+    try:
+        transform = ThreeDFed(**params)
+    except TypeError as err:
+        raise ValueError(f"three_dfed_mod: {err}") from err
+    check_classes(transform, num_classes)
+    if transform.mask_neurons > num_classes - 1:
+        raise ValueError(
+            f"mask_neurons: got {transform.mask_neurons}, at most {num_classes - 1} output "
+            "neurons are not the target"
+        )
+    transform.check_attackers(attackers)
+    who = Colluder(rank, attackers, seed, num_classes)
+    plan = Schedule() if schedule is None else schedule
+
+    def three_dfed_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+        if not is_train(msg):
+            return call_next(msg, ctxt)
+        sent = _single_array_record(msg)
+        if isinstance(sent, str):
+            return _error(msg, "three_dfed_mod", sent)
+        server_round = message_round(msg, ctxt)
+        reply = call_next(msg, ctxt)
+        if reply.has_error() or not plan.active(server_round):
+            return reply
+        got = _reply_arrays(sent[1], reply)
+        if isinstance(got, str):
+            return _error(msg, "three_dfed_mod", got)
+        key, global_weights, trained = got
+        stored = ctxt.state.array_records.get(THREE_DFED_STATE)
+        memory = None if stored is None else stored.to_numpy_ndarrays()
+        try:
+            crafted = craft_update(
+                transform, who, global_weights, trained, trained, memory, server_round
+            )
+        except ValueError as err:
+            return _error(msg, "three_dfed_mod", f"round {server_round}: {err}")
+        ctxt.state[THREE_DFED_STATE] = ArrayRecord(
+            {str(i): Array(np.ascontiguousarray(a)) for i, a in enumerate(crafted.memory)}
+        )
+        _replace_arrays(reply, key, crafted.weights)
+        return reply
+
+    return three_dfed_mod
+
+
 sign_flip_mod: Callable[[Message, Context, ClientAppCallable], Message] = attack_mod("sign_flip")
 """Sign flipping, every round: the reply carries ``G - (X - G)``."""
 
@@ -360,4 +460,5 @@ __all__ = [
     "scaling_mod",
     "sign_flip_mod",
     "tag_mod",
+    "three_dfed_mod",
 ]

@@ -1,4 +1,4 @@
-"""3DFed: a constrained backdoor, zero-sum noise masks, indicators read from the next model."""
+"""3DFed: a constrained backdoor, zero-sum noise masks, decoy models, indicators read back."""
 
 from __future__ import annotations
 
@@ -8,13 +8,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from flwr.common import Config, NDArrays, Scalar
+from flwr.common import NDArrays, Scalar
 from torch import nn
 
 from clients.attack import AttackClient, check_classes
 from clients.model_poisoning import check_number
 from clients.model_replacement import alpha_weighted, anomaly_loss
 from clients.pixel_trojan import PixelTrigger, backdoor_metric
+from clients.three_dfed_parts import (
+    decoy_positions,
+    flatten,
+    indicator_positions,
+    mask_scale,
+    mask_support,
+    output_layer,
+    read_indicators,
+    tune_alpha,
+    tune_decoys,
+    unflatten,
+    zero_sum_masks,
+)
 from flsec_flower.config import ExperimentConfig
 from flsec_flower.data import Dataset
 from flsec_flower.evaluation import ServerMetric
@@ -30,168 +43,16 @@ ALPHA = "three_dfed_alpha"
 r"""Fit-metrics key: the noise masks' trade-off :math:`\alpha` of this round."""
 
 ACCEPTED = "three_dfed_accepted"
-"""Fit-metrics key: the share of last round's indicators read as accepted."""
+"""Fit-metrics key: the share of last round's backdoor indicators read as accepted."""
 
 WEAK_DP = "three_dfed_weak_dp"
 """Fit-metrics key: whether last round's feedback showed server noise (tuning disabled)."""
 
+DECOYS = "three_dfed_decoys"
+"""Fit-metrics key: how many of the attackers send a decoy model this round."""
 
-def flatten(arrays: NDArrays) -> np.ndarray:
-    """All arrays as one float64 vector."""
-    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
-
-
-def unflatten(vector: np.ndarray, like: NDArrays) -> NDArrays:
-    """``vector`` cut into the shapes and dtypes of ``like`` (integers rounded)."""
-    out, start = [], 0
-    for a in like:
-        a = np.asarray(a)
-        part = vector[start : start + a.size].reshape(a.shape)
-        start += a.size
-        out.append((np.rint(part) if np.issubdtype(a.dtype, np.integer) else part).astype(a.dtype))
-    return out
-
-
-def output_layer(weights: NDArrays, num_classes: int) -> tuple[int, int | None]:
-    """Indices of the output layer's weight (the last ``(C, h)`` array) and bias (``(C,)``, next).
-
-    Examples
-    --------
-    >>> output_layer([np.zeros((4, 3)), np.zeros(4), np.zeros((2, 4)), np.zeros(2)], 2)
-    (2, 3)
-    """
-    for i in range(len(weights) - 1, -1, -1):
-        shape = np.shape(weights[i])
-        if len(shape) == 2 and shape[0] == num_classes:
-            has_bias = i + 1 < len(weights) and np.shape(weights[i + 1]) == (num_classes,)
-            return i, (i + 1 if has_bias else None)
-    raise ValueError(
-        f"model: 3DFed's noise masks need an output layer of shape ({num_classes}, h); "
-        f"the weights have shapes {[np.shape(w) for w in weights]}"
-    )
-
-
-def mask_support(
-    weights: NDArrays, num_classes: int, neurons: list[int] | np.ndarray
-) -> list[np.ndarray]:
-    """Boolean masks selecting the output layer's rows (weights and bias) of ``neurons``.
-
-    Examples
-    --------
-    >>> [m.astype(int).tolist() for m in mask_support([np.zeros((3, 2)), np.zeros(3)], 3, [1])]
-    [[[0, 0], [1, 1], [0, 0]], [0, 1, 0]]
-    """
-    out, bias = output_layer(weights, num_classes)
-    support = [np.zeros(np.shape(w), dtype=bool) for w in weights]
-    for i in (out, bias):
-        if i is not None:
-            support[i][np.asarray(neurons, dtype=int)] = True
-    return support
-
-
-def zero_sum_masks(size: int, count: int, scale: float, rng: np.random.Generator) -> np.ndarray:
-    r"""``count`` noise masks of ``size`` coordinates that sum to zero, shape ``(count, size)``.
-
-    :math:`m_r = s\,(z_r - \bar z)` with :math:`z_r \sim \mathcal N(0, I)`,
-    :math:`\bar z = \frac1M \sum_r z_r` and :math:`s` = ``scale``: the
-    authors' initialisation, centred so that :math:`\sum_r m_r = 0` holds
-    exactly (their Lagrangian constraint). The coordinates are those of
-    the support (:func:`mask_support`).
-
-    Examples
-    --------
-    >>> masks = zero_sum_masks(2, 3, 1.0, np.random.default_rng(0))
-    >>> masks.shape, bool(np.abs(masks.sum(axis=0)).max() < 1e-12)
-    ((3, 2), True)
-    """
-    z = rng.standard_normal((count, size))
-    masks: np.ndarray = scale * (z - z.mean(axis=0))
-    return masks
-
-
-def mask_scale(alpha: float, std: float) -> float:
-    r"""The masks' scale :math:`s = \sigma \sqrt{\alpha / (1 - \alpha)}`.
-
-    The minimiser over :math:`s` of :math:`\alpha\, c/s + (1-\alpha)\, c\, s /
-    \sigma^2`, the authors' trade-off between the output neurons' update
-    energy (:math:`1/UP`, weight :math:`\alpha`) and the masks' norm: a
-    larger :math:`\alpha` gives larger masks.
-
-    Examples
-    --------
-    >>> mask_scale(0.5, 0.05), round(mask_scale(0.8, 0.05), 6)
-    (0.05, 0.1)
-    """
-    return std * math.sqrt(alpha / (1.0 - alpha))
-
-
-def indicator_positions(change: np.ndarray, excluded: np.ndarray, count: int) -> np.ndarray:
-    r"""Flat indices into ``change`` of ``count`` indicators, attacker ``r`` taking the ``r``-th.
-
-    The coordinates outside ``excluded`` with the smallest :math:`|\Delta_j|`
-    (ties by position, non-finite as largest), in that order.
-
-    Examples
-    --------
-    >>> change = np.array([0.3, 0.1, 0.0, 0.2])
-    >>> indicator_positions(change, np.array([False, False, True, False]), 2).tolist()
-    [1, 3]
-    """
-    values = np.abs(np.asarray(change, np.float64)).ravel()
-    keep = ~np.asarray(excluded, bool).ravel()
-    values = np.where(np.isfinite(values), values, np.inf)
-    if count > int(keep.sum()):
-        raise ValueError(
-            f"mask_neurons: {count} indicators need {count} coordinates of the indicator "
-            f"layer outside the noise masks; {int(keep.sum())} are left"
-        )
-    return np.lexsort((values, ~keep))[:count]
-
-
-def read_indicators(feedback: np.ndarray, threshold: float) -> tuple[list[str], bool]:
-    r"""The authors' reading of the indicator feedback :math:`f_r = \Delta G[I_r] / v_r`.
-
-    :math:`f_r > 1` or :math:`f_r < -\tau` for any ``r`` means the server
-    adds noise (weak DP): nothing is read. Otherwise each indicator is
-    ``"r"`` (rejected, :math:`f_r \le \tau`), ``"c"`` (clipped,
-    :math:`f_r \le 0.8 \max_s f_s`) or ``"a"`` (accepted).
-
-    Examples
-    --------
-    >>> read_indicators(np.array([0.1, 0.05, 0.0]), 1e-4)
-    (['a', 'c', 'r'], False)
-    >>> read_indicators(np.array([0.1, 3.0]), 1e-4)
-    ([], True)
-    """
-    if bool(np.any(feedback > 1.0) or np.any(feedback < -threshold)):
-        return [], True
-    top = float(np.max(feedback)) if feedback.size else 0.0
-    return [
-        "r" if f <= threshold else "c" if f <= 0.8 * top else "a" for f in feedback.tolist()
-    ], False
-
-
-def tune_alpha(
-    alpha: float, accept: list[str], weak_dp: bool, floor: float, rng: np.random.Generator
-) -> float:
-    r"""The authors' adaptive tuning of :math:`\alpha` for one group of attackers.
-
-    Weak DP: :math:`\alpha` = ``floor``. At least 80% of the indicators
-    accepted: :math:`\alpha` is kept. Otherwise a new :math:`\alpha \sim
-    U(\mathrm{floor}, 1)`. The result is clipped to :math:`[0.01, 0.99]`.
-
-    Examples
-    --------
-    >>> tune_alpha(0.3, ["a", "a", "c", "a", "a"], False, 0.0, np.random.default_rng(0))
-    0.3
-    >>> tune_alpha(0.3, [], True, 0.0, np.random.default_rng(0))
-    0.01
-    """
-    if weak_dp:
-        alpha = floor
-    elif accept.count("a") < 0.8 * len(accept):
-        alpha = float(rng.uniform(floor, 1.0))
-    return min(max(alpha, 0.01), 0.99)
+DECOY = "three_dfed_decoy"
+"""Fit-metrics key: whether this attacker sends a decoy model this round."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +83,15 @@ class ThreeDFed:
         :math:`v`, the update each attacker writes at its indicator, ``> 0``.
     reject_threshold : float
         :math:`\tau` of :func:`read_indicators` (1e-4: the authors' MNIST value).
+    decoys : int
+        Decoy models in the first active round (the authors start with 0);
+        tuned each round after (:func:`tune_decoys`).
+    max_decoys : int, optional
+        Cap of the decoy count, at most ``M - 1`` in any case (one attacker
+        sends the backdoor); 0 is 3DFed without decoy models.
+    decoy_shift : float
+        :math:`\delta`, how far a decoy moves its coordinate past the
+        benign model (the authors' threshold, 10), ``> 0``.
     """
 
     target_class: int = 8
@@ -239,6 +109,9 @@ class ThreeDFed:
     mask_std: float = 0.05
     indicator_value: float = 0.05
     reject_threshold: float = 1e-4
+    decoys: int = 0
+    max_decoys: int | None = None
+    decoy_shift: float = 10.0
 
     def __post_init__(self) -> None:
         """Check the fields that do not depend on the data."""
@@ -256,6 +129,29 @@ class ThreeDFed:
         check_number("mask_std", self.mask_std, at_least=0)
         check_number("indicator_value", self.indicator_value, above=0)
         check_number("reject_threshold", self.reject_threshold, above=0)
+        for key in ("decoys", "max_decoys"):
+            count = getattr(self, key)
+            if count is not None and (
+                isinstance(count, bool) or not isinstance(count, int) or count < 0
+            ):
+                raise ValueError(f"{key}: got {count!r}, must be an integer >= 0")
+        if self.max_decoys is not None and self.decoys > self.max_decoys:
+            raise ValueError(f"decoys: got {self.decoys}, more than max_decoys={self.max_decoys}")
+        check_number("decoy_shift", self.decoy_shift, above=0)
+
+    def decoy_cap(self, attackers: int) -> int:
+        """Most decoys ``attackers`` colluders send in a round (``max_decoys``, ``<= M - 1``)."""
+        cap = attackers - 1 if self.max_decoys is None else self.max_decoys
+        return max(0, min(cap, attackers - 1))
+
+    def check_attackers(self, attackers: int) -> None:
+        """Raise naming ``decoys`` if ``attackers`` colluders cannot send that many decoys."""
+        if self.decoys > self.decoy_cap(attackers):
+            raise ValueError(
+                f"decoys: got {self.decoys}, at most {self.decoy_cap(attackers)} with "
+                f"{attackers} attackers (max_decoys={self.max_decoys}; one attacker sends "
+                "the backdoor)"
+            )
 
     def trigger(self) -> PixelTrigger:
         """The data poisoning."""
@@ -264,14 +160,157 @@ class ThreeDFed:
         return PixelTrigger(**fields)
 
 
+@dataclass(frozen=True)
+class Colluder:
+    r"""Who crafts: rank ``r`` among ``count`` colluding attackers sharing ``seed``.
+
+    Every shared choice of a round (the masked neurons, the masks,
+    :math:`\alpha`, the decoy count) is drawn from ``seed``, so attackers that
+    share it agree without messages.
+    """
+
+    rank: int
+    count: int
+    seed: int
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        """Check the rank."""
+        if not 0 <= self.rank < self.count:
+            raise ValueError(f"rank: got {self.rank!r}, must be in 0..{self.count - 1}")
+
+    def rng(self, server_round: int, purpose: int) -> np.random.Generator:
+        """The stream every colluder draws the same shared choices of a round from."""
+        return numpy_rng(self.seed, Stream.THREE_DFED, server_round, purpose)
+
+
+@dataclass(frozen=True)
+class Crafted:
+    """What :func:`craft_update` returns: the model sent, the memory kept, the fit metrics."""
+
+    weights: NDArrays
+    memory: list[np.ndarray]
+    metrics: dict[str, Scalar]
+
+
+def recall(
+    memory: list[np.ndarray] | None, global_weights: NDArrays, server_round: int
+) -> tuple[np.ndarray, float, int, np.ndarray] | None:
+    """Last round's indicators, alpha, decoy count and flat global model, if kept then."""
+    if memory is None or int(memory[0][0]) != server_round - 1:
+        return None
+    previous = memory[3:]
+    if [p.shape for p in previous] != [np.shape(g) for g in global_weights]:
+        return None
+    return memory[1].astype(np.int64), float(memory[2][0]), int(memory[2][1]), flatten(previous)
+
+
+def shared_tuning(
+    p: ThreeDFed,
+    who: Colluder,
+    global_flat: np.ndarray,
+    last: tuple[np.ndarray, float, int, np.ndarray] | None,
+    server_round: int,
+) -> tuple[float, int, dict[str, Scalar]]:
+    r""":math:`\alpha` and the decoy count of this round, tuned from last round's indicators."""
+    rng = who.rng(server_round, 0)
+    floor = p.mask_alpha
+    if last is None:
+        return min(max(float(rng.uniform(floor, 1.0)), 0.01), 0.99), p.decoys, {}
+    positions, alpha, decoys, previous = last
+    feedback = (global_flat - previous)[positions] / p.indicator_value
+    accept, weak_dp = read_indicators(feedback, p.reject_threshold)
+    backdoor, decoy = accept[: who.count - decoys], accept[who.count - decoys :]
+    metrics: dict[str, Scalar] = {WEAK_DP: weak_dp}
+    if not weak_dp:
+        metrics[ACCEPTED] = backdoor.count("a") / len(backdoor)
+    alpha = tune_alpha(alpha, backdoor, weak_dp, floor, rng)
+    return alpha, tune_decoys(decoys, backdoor, decoy, weak_dp, p.decoy_cap(who.count)), metrics
+
+
+def craft_update(
+    p: ThreeDFed,
+    who: Colluder,
+    global_weights: NDArrays,
+    trained: NDArrays,
+    benign: NDArrays,
+    memory: list[np.ndarray] | None,
+    server_round: int,
+) -> Crafted:
+    r"""One attacker's reply in an active round (steps 1-4 of :class:`ThreeDFedClient`).
+
+    Parameters
+    ----------
+    p : ThreeDFed
+        The attack's parameters.
+    who : Colluder
+        The attacker's rank, the number of attackers and their shared seed.
+    global_weights, trained, benign : NDArrays
+        :math:`G`, the backdoored model and the benign model.
+    memory : list of numpy.ndarray, optional
+        What the attacker kept in the previous active round.
+    server_round : int
+        The round.
+
+    Returns
+    -------
+    Crafted
+        The model to send, the memory to keep, the fit metrics.
+    """
+    g = flatten(global_weights)
+    last = recall(memory, global_weights, server_round)
+    alpha, decoys, metrics = shared_tuning(p, who, g, last, server_round)
+    senders = who.count - decoys
+    metrics.update({ALPHA: alpha, DECOYS: decoys, DECOY: who.rank >= senders})
+    update = flatten(trained) - g
+    benign_update = flatten(benign) - g
+    norm = float(np.linalg.norm(update))
+    scale = 1.0
+    if 0.0 < norm < math.inf:
+        scale = max(1.0, min(float(np.linalg.norm(benign_update)) / norm, p.max_scale))
+    others = [c for c in range(who.num_classes) if c != p.target_class]
+    neurons = who.rng(server_round, 1).permutation(others)[: p.mask_neurons]
+    support = mask_support(global_weights, who.num_classes, neurons)
+    flat_support = np.concatenate([m.ravel() for m in support])
+    out, _ = output_layer(global_weights, who.num_classes)
+    layer = max((i for i in range(out) if np.ndim(global_weights[i]) >= 2), default=out)
+    start = sum(np.size(w) for w in global_weights[:layer])
+    stop = start + np.size(global_weights[layer])
+    change = g[start:stop] - (g if last is None else last[3])[start:stop]
+    local = indicator_positions(change, support[layer], who.count)
+    if who.rank < senders:
+        masks = zero_sum_masks(
+            int(flat_support.sum()),
+            senders,
+            mask_scale(alpha, p.mask_std),
+            who.rng(server_round, 2),
+        )
+        sent = g + scale * update
+        sent[flat_support] += masks[who.rank]
+    else:
+        excluded = support[layer].ravel().copy()
+        excluded[local] = True
+        shifted = decoy_positions(
+            scale * update[start:stop], benign_update[start:stop], excluded, decoys
+        )
+        sent = g + benign_update
+        sent[start + shifted[who.rank - senders]] += p.decoy_shift
+    positions = start + local
+    own = positions[who.rank]
+    sent[own] = g[own] + p.indicator_value
+    kept = [np.array([server_round]), positions, np.array([alpha, decoys]), *global_weights]
+    return Crafted(unflatten(sent, global_weights), kept, metrics)
+
+
 class ThreeDFedClient(AttackClient):
-    r"""3DFed (Li, Pang, Wu, Sun, Wang & Zhou, IEEE S&P 2023), without decoy models.
+    r"""3DFed (Li, Pang, Wu, Sun, Wang & Zhou, IEEE S&P 2023): masks, indicators, decoys.
 
     Li et al., "3DFed: Adaptive and Extensible Framework for Covert Backdoor
     Attack in Federated Learning", IEEE S&P 2023, as their code
     (``haoyangliASTAPLE/3DFed``) runs it. In every active round each of the
     ``M`` attackers (rank ``r`` among the configured attackers), from the
-    global model ``G``:
+    global model ``G``, with ``k`` decoy models this round
+    (:func:`craft_update`):
 
     1. *Constrained backdoor.* It trains a benign model (its clean data,
        :math:`\Delta_{ben}`) and a backdoored one on its data with the pixel
@@ -280,45 +319,67 @@ class ThreeDFedClient(AttackClient):
        the benign norm: :math:`s = \max(1, \min(\lVert\Delta_{ben}\rVert /
        \lVert\Delta_{bd}\rVert, \mathrm{max\_scale}))`.
     2. *Noise masks.* ``mask_neurons`` output neurons other than the target
-       are drawn; the masks :math:`m_1 .. m_M` live on their rows of the
-       output layer and sum to zero (:func:`zero_sum_masks`, scale
-       :func:`mask_scale` of :math:`\alpha`), so the aggregate is unchanged
-       while each attacker's update looks different (the authors also aim
-       to raise the non-target neurons' update energy, which DeepSight
-       inspects).
-    3. *Indicators.* Attacker ``r`` writes :math:`v` at its indicator
+       are drawn; the masks :math:`m_1 .. m_{M-k}` of the backdoor senders
+       live on their rows of the output layer and sum to zero
+       (:func:`zero_sum_masks`, scale :func:`mask_scale` of :math:`\alpha`),
+       so the aggregate is unchanged while each attacker's update looks
+       different (the authors also aim to raise the non-target neurons'
+       update energy, which DeepSight inspects).
+    3. *Decoy models.* A decoy is a benign model with one parameter pushed
+       far off, for a clustering or outlier detector to spend its
+       "malicious" label on, while the masked backdoors pass with the
+       honest majority. Decoy ``j`` sends :math:`G + \Delta_{ben} + \delta
+       e_{c_j}`: the benign update, with coordinate :math:`c_j` of the
+       indicator layer moved by :math:`\delta` = ``decoy_shift``, where
+       :math:`c_j` is the ``j``-th coordinate (outside the masks and the
+       indicators) with the smallest :math:`|s\Delta_{bd} - \Delta_{ben}|`
+       (:func:`decoy_positions`), a parameter the backdoor does not use.
+    4. *Indicators.* Attacker ``r`` writes :math:`v` at its indicator
        :math:`I_r` (:func:`indicator_positions`: the ``r``-th coordinate of
        the chosen layer, outside the masks, with the smallest change of the
        global model in the previous round; in the first active round, with
-       no earlier global model kept, the first allowed coordinates). It sends :math:`G + s
-       \Delta_{bd} + m_r`, with update :math:`v` at :math:`I_r`.
+       no earlier global model kept, the first allowed coordinates). A
+       backdoor sender sends :math:`G + s \Delta_{bd} + m_r`, a decoy its
+       decoy, both with update :math:`v` at :math:`I_r`.
+
+    Slots. A Flower client sends one update per round, so decoys take
+    attacker slots (the authors add decoy devices): attackers of rank
+    ``0 .. M-k-1`` send the masked backdoor, ranks ``M-k .. M-1`` decoy
+    ``j = r - (M - k)``. ``k`` starts at ``decoys`` (the authors: 0) and is
+    at most ``M - 1`` and ``max_decoys``.
 
     In the next active round it reads :math:`f_r = (G_{t+1} - G_t)[I_r] / v`
-    for every attacker (:func:`read_indicators`) and tunes :math:`\alpha`
-    (:func:`tune_alpha`). The indicator layer is the last array with two or
-    more dimensions before the output layer (the output weight for a
-    one-layer model). Fit metrics: ``three_dfed_alpha``, and after a
-    reading ``three_dfed_accepted`` and ``three_dfed_weak_dp``; the server
-    reports the trigger's ``backdoor_accuracy``.
+    for every attacker (:func:`read_indicators`), tunes :math:`\alpha` from
+    the backdoor senders' readings (:func:`tune_alpha`) and ``k`` from all
+    of them (:func:`tune_decoys`: each accepted decoy removed, one added
+    when no backdoor got through and no decoy was accepted; none under weak
+    DP). The indicator layer is the last array with two or more dimensions
+    before the output layer (the output weight for a one-layer model). Fit
+    metrics: ``three_dfed_alpha``, ``three_dfed_decoys`` (``k``),
+    ``three_dfed_decoy`` (this attacker sends one), and after a reading
+    ``three_dfed_accepted`` (share of the backdoor indicators) and
+    ``three_dfed_weak_dp``; the server reports the trigger's
+    ``backdoor_accuracy``.
 
     Simplifications. Colluding without messages: every shared choice (the
-    masked neurons, the masks, :math:`\alpha`, the indicator positions)
-    comes from the run's seed, the round and the global models, so every
-    attacker computes the same ones; this holds when all configured
-    attackers take part in every round (full participation), as the
-    authors' single adversary controlling every device assumes. Each
+    masked neurons, the masks, :math:`\alpha`, ``k``, the indicator
+    positions) comes from the run's seed, the round and the global models,
+    so every attacker computes the same ones; this holds when all
+    configured attackers take part in every round (full participation), as
+    the authors' single adversary controlling every device assumes. Each
     attacker trains its own backdoor on its own data (the authors send one
     backdoor update from every device). The masks are the authors'
     initialisation, centred to sum to zero exactly, with the closed-form
     scale of :func:`mask_scale` in place of their 30 steps of Lagrangian
-    optimisation. The indicator is the smallest last global change (the
-    authors: smallest :math:`|\Delta_{bd}| + |\Delta_{ben}|`, then smallest
-    curvature) and carries a fixed value :math:`v` (the authors: the update
-    times :math:`10^5`), so that every attacker can read every indicator.
-    One group of attackers (the authors' ``fl_adv_group_size`` splits them).
-    Left out: decoy models (extra devices that send benign-looking models
-    to absorb a detector's suspicion, and their count tuned from their
-    indicators).
+    optimisation. A decoy is the closed form of the authors' decoy
+    training (cross-entropy plus a reward for moving :math:`c_j` past the
+    threshold :math:`\delta`): the benign model with :math:`c_j` moved by
+    exactly :math:`\delta`. The indicator is the smallest last global
+    change (the authors: smallest :math:`|\Delta_{bd}| + |\Delta_{ben}|`,
+    then smallest curvature) and carries a fixed value :math:`v` (the
+    authors: the update times :math:`10^5`), so that every attacker can
+    read every indicator. One group of attackers (the authors'
+    ``fl_adv_group_size`` splits them).
 
     Parameters
     ----------
@@ -331,6 +392,8 @@ class ThreeDFedClient(AttackClient):
     """
 
     params_type: ClassVar[type] = ThreeDFed
+    client_mod: ClassVar[str] = "three_dfed_mod"
+    """The Message-API face of the update transform (:func:`clients.mods.three_dfed_mod`)."""
 
     def __init__(self, env: ClientEnv, model: nn.Module | None = None, **params: Any) -> None:
         super().__init__(env, model)
@@ -345,22 +408,14 @@ class ThreeDFedClient(AttackClient):
         self.trigger = self.params.trigger()
         self.trigger.stamp(env.x[:1])
         attackers = sorted(malicious_ids(env.cfg))
-        self.count = max(1, len(attackers))
+        count = max(1, len(attackers))
+        self.params.check_attackers(count)
         pid = env.partition_id
-        self.rank = attackers.index(pid) if pid in attackers else pid % self.count
-        self.global_weights: NDArrays = []
+        rank = attackers.index(pid) if pid in attackers else pid % count
+        self.colluder = Colluder(rank, count, env.cfg.seed, num_classes)
         self.benign: NDArrays = []
         self.memory: list[np.ndarray] | None = None
         self.round_metrics: dict[str, Scalar] = {}
-
-    def fit(self, parameters: NDArrays, config: Config) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        """Remember ``parameters`` as this round's global model, then fit."""
-        self.global_weights = [np.array(a) for a in parameters]
-        return super().fit(parameters, config)
-
-    def shared_rng(self, server_round: int, purpose: int) -> np.random.Generator:
-        """The stream every attacker draws the same shared choices of a round from."""
-        return numpy_rng(self.env.cfg.seed, Stream.THREE_DFED, server_round, purpose)
 
     def training_data(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
         """While active: the partition with its poisoned part stamped and relabelled."""
@@ -401,79 +456,18 @@ class ThreeDFedClient(AttackClient):
             self.state.save(MEMORY, memory, server_round, self.checkpoint_dir)
         self.memory = memory
 
-    def last_round(
-        self, global_weights: NDArrays, server_round: int
-    ) -> tuple[np.ndarray, float, np.ndarray] | None:
-        """Last round's indicators, alpha and flat global model; ``None`` unless kept then."""
-        memory = self._recall(server_round)
-        if memory is None or int(memory[0][0]) != server_round - 1:
-            return None
-        previous = memory[3:]
-        if [p.shape for p in previous] != [np.shape(g) for g in global_weights]:
-            return None
-        return memory[1].astype(np.int64), float(memory[2][0]), flatten(previous)
-
-    def tuned_alpha(
-        self,
-        global_flat: np.ndarray,
-        last: tuple[np.ndarray, float, np.ndarray] | None,
-        server_round: int,
-    ) -> float:
-        r""":math:`\alpha` of this round: tuned from last round's indicators, else drawn."""
-        rng = self.shared_rng(server_round, 0)
-        floor = self.params.mask_alpha
-        if last is None:
-            return min(max(float(rng.uniform(floor, 1.0)), 0.01), 0.99)
-        positions, alpha, previous = last
-        feedback = (global_flat - previous)[positions] / self.params.indicator_value
-        accept, weak_dp = read_indicators(feedback, self.params.reject_threshold)
-        self.round_metrics[WEAK_DP] = weak_dp
-        if not weak_dp:
-            self.round_metrics[ACCEPTED] = accept.count("a") / len(accept)
-        return tune_alpha(alpha, accept, weak_dp, floor, rng)
-
     def craft(self, global_weights: NDArrays, trained: NDArrays, server_round: int) -> NDArrays:
-        """While active: ``G + s (X - G) + m_r`` with update ``v`` at ``I_r``; else ``X``."""
+        """While active: the masked backdoor or a decoy (:func:`craft_update`); else ``X``."""
         self.round_metrics = {}
         if not self.active(server_round):
             return trained
-        p = self.params
-        num_classes = self.env.dataset.num_classes
-        g = flatten(global_weights)
-        last = self.last_round(global_weights, server_round)
-        alpha = self.tuned_alpha(g, last, server_round)
-        self.round_metrics[ALPHA] = alpha
-        update = flatten(trained) - g
-        norm = float(np.linalg.norm(update))
-        scale = 1.0
-        if 0.0 < norm < math.inf:
-            benign = float(np.linalg.norm(flatten(self.benign) - g))
-            scale = max(1.0, min(benign / norm, p.max_scale))
-        others = [c for c in range(num_classes) if c != p.target_class]
-        neurons = self.shared_rng(server_round, 1).permutation(others)[: p.mask_neurons]
-        support = mask_support(global_weights, num_classes, neurons)
-        flat_support = np.concatenate([m.ravel() for m in support])
-        masks = zero_sum_masks(
-            int(flat_support.sum()),
-            self.count,
-            mask_scale(alpha, p.mask_std),
-            self.shared_rng(server_round, 2),
+        memory = self._recall(server_round)
+        crafted = craft_update(
+            self.params, self.colluder, global_weights, trained, self.benign, memory, server_round
         )
-        out, _ = output_layer(global_weights, num_classes)
-        layer = max((i for i in range(out) if np.ndim(global_weights[i]) >= 2), default=out)
-        start = sum(np.size(w) for w in global_weights[:layer])
-        stop = start + np.size(global_weights[layer])
-        change = g[start:stop] - (g if last is None else last[2])[start:stop]
-        positions = start + indicator_positions(change, support[layer], self.count)
-        sent = g + scale * update
-        sent[flat_support] += masks[self.rank]
-        own = positions[self.rank]
-        sent[own] = g[own] + p.indicator_value
-        self._keep(
-            [np.array([server_round]), positions, np.array([alpha]), *global_weights],
-            server_round,
-        )
-        return unflatten(sent, global_weights)
+        self._keep(crafted.memory, server_round)
+        self.round_metrics = crafted.metrics
+        return crafted.weights
 
     def fit_metrics(self, server_round: int) -> dict[str, Scalar]:
         r"""The attack tags and, while active, :math:`\alpha` and the last reading."""

@@ -8,29 +8,14 @@ from torch import nn
 from clients.alter_min import ALTER_MIN_DISTANCE, AlterMinClient, distance_to, targeted_examples
 from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
-from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv, client_env
+from flsec_flower.experiment import client_env
 from flsec_flower.models import get_weights, set_weights
+from tests.attack_env import toy_data, toy_env
 
 
 def make_env(params=None, attack=None):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 4},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {
-                "name": "alter_min",
-                "malicious_ids": [0],
-                "params": {"count": 3, **(params or {})},
-                **(attack or {}),
-            },
-        }
-    )
-    y = torch.arange(40) % 10
-    x = torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(0, x, y, ds, cfg, torch.device("cpu"))
+    params = {"count": 3, **(params or {})}
+    return toy_env("alter_min", [0], params, attack, data=toy_data(size=4, scale=1.0))
 
 
 def test_targeted_examples_are_seeded_and_of_the_source_class():

@@ -5,28 +5,29 @@ import pytest
 import torch
 from torch import nn
 
-from clients.dba import DBA_PART, DbaClient, DistributedTrigger, attacker_part, dba_masks
+from clients.attack import ACTIVE_TAG
+from clients.dba import (
+    DBA_PART,
+    DbaClient,
+    DistributedTrigger,
+    attacker_part,
+    dba_masks,
+    single_shot_round,
+)
 from clients.poisoned_data import PoisonedDataset
 from flsec_flower.app import registry
 from flsec_flower.config import ConfigError, from_dict
 from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv, client_env, malicious_ids
+from flsec_flower.experiment import client_env, malicious_ids
 from flsec_flower.models import get_weights, set_weights
+from tests.attack_env import toy_data, toy_env
 
 
-def make_env(params=None, partition_id=0, n=40):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 8},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {"name": "dba", "malicious_ids": [1, 4, 6, 7], "params": params or {}},
-        }
+def make_env(params=None, partition_id=0, n=40, attack=None):
+    data = toy_data(n)
+    return toy_env(
+        "dba", [1, 4, 6, 7], params, attack, num_clients=8, partition_id=partition_id, data=data
     )
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(partition_id, x, y, ds, cfg, torch.device("cpu"))
 
 
 def test_default_layout_is_the_authors_mnist_triggers():
@@ -85,6 +86,30 @@ def test_bad_parameters_name_the_key():
         registry.build_client(make_env({"target_class": 10}), True)
     with pytest.raises(ConfigError, match="boost"):
         registry.build_client(make_env({"boost": float("nan")}), True)
+    for interval in (0, True, 1.5, "2"):
+        with pytest.raises(ConfigError, match="single_shot_interval"):
+            registry.build_client(make_env({"single_shot_interval": interval}), True)
+    # the last attacker (rank 3) would poison in round 3 + 3 * 2 = 9, after end_round 8
+    late = make_env({"single_shot_interval": 2}, 7, attack={"start_round": 3, "end_round": 8})
+    with pytest.raises(ConfigError, match=r"single_shot_interval.*round 9"):
+        registry.build_client(late, True)
+
+
+def test_single_shot_each_attacker_poisons_in_its_own_round():
+    """A-S: ranks 0..3 (ids 1, 4, 6, 7) poison in rounds 3, 5, 7, 9; A-M: all in 3..10."""
+    single = {"single_shot_interval": 2}
+    rounds = {}
+    for pid in (1, 4, 6, 7):
+        client = registry.build_client(make_env(single, pid, attack={"start_round": 3}), True)
+        rounds[pid] = [r for r in range(1, 11) if client.active(r)]
+        assert single_shot_round(client.env.cfg, pid, 2) == rounds[pid][0]
+        shot = rounds[pid][0]
+        assert client.fit_metrics(shot)[ACTIVE_TAG] and not client.fit_metrics(shot + 1)[ACTIVE_TAG]
+        x, _ = client.training_data(shot + 1)
+        assert torch.equal(x, client.env.x)  # honest outside its round
+    assert rounds == {1: [3], 4: [5], 6: [7], 7: [9]}
+    every = registry.build_client(make_env(None, 6, attack={"start_round": 3}), True)
+    assert [r for r in range(1, 11) if every.active(r)] == list(range(3, 11))
 
 
 def test_server_metric_by_hand():

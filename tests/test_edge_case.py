@@ -16,10 +16,10 @@ from clients.edge_case import (
 from clients.model_replacement import update_norm
 from clients.mods import attack_mod
 from flsec_flower.app import registry
-from flsec_flower.config import ConfigError, from_dict
+from flsec_flower.config import ConfigError
 from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv
 from flsec_flower.models import get_weights
+from tests.attack_env import toy_env
 from tests.test_attack_mods import (
     GLOBAL,
     TRAINED,
@@ -32,25 +32,13 @@ from tests.test_attack_mods import (
 
 
 def make_env(params=None, attack=None):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 4},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {
-                "name": "edge_case",
-                "malicious_ids": [0],
-                "params": {"source_class": 2, "target_class": 5, **(params or {})},
-                **(attack or {}),
-            },
-        }
-    )
     y = torch.arange(60) % 3 * 2  # classes 0, 2, 4; 20 examples each
     x = torch.rand(60, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     x[y == 2] *= 0.1
     x[[1, 4]] = 1.0  # two examples of class 2 far from the others
     ds = Dataset("toy", x, y, x[:6].clone(), y[:6].clone(), num_classes=6)
-    return ClientEnv(0, x[:30], y[:30], ds, cfg, torch.device("cpu"))
+    params = {"source_class": 2, "target_class": 5, **(params or {})}
+    return toy_env("edge_case", [0], params, attack, data=(x[:30], y[:30]), dataset=ds)
 
 
 def test_tail_is_the_farthest_from_the_class_mean():

@@ -16,10 +16,9 @@ from clients.neurotoxin import (
 )
 from flsec_flower.app import registry
 from flsec_flower.client_state import ClientState
-from flsec_flower.config import ConfigError, from_dict
-from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv
+from flsec_flower.config import ConfigError
 from flsec_flower.models import get_weights
+from tests.attack_env import toy_env
 from tests.test_attack_mods import (
     GLOBAL,
     TRAINED,
@@ -32,23 +31,7 @@ from tests.test_attack_mods import (
 
 
 def make_env(params=None, attack=None):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 4},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {
-                "name": "neurotoxin",
-                "malicious_ids": [0],
-                "params": params or {},
-                **(attack or {}),
-            },
-        }
-    )
-    y = torch.arange(40) % 10
-    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(0, x, y, ds, cfg, torch.device("cpu"))
+    return toy_env("neurotoxin", [0], params, attack)
 
 
 def test_bottom_k_mask_by_hand():

@@ -1,47 +1,57 @@
-"""3DFed: zero-sum masks on the output rows, indicators read back, and masks that pass FoolsGold."""
+"""3DFed: masks, indicators, decoys; masks pass FoolsGold, a decoy fools clustering; the mod."""
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import RecordDict
 
+from clients.mods import THREE_DFED_STATE, three_dfed_mod
 from clients.three_dfed import (
     ACCEPTED,
     ALPHA,
+    DECOY,
+    DECOYS,
     WEAK_DP,
+    Colluder,
+    ThreeDFed,
     ThreeDFedClient,
+    craft_update,
+)
+from clients.three_dfed_parts import (
+    decoy_positions,
     indicator_positions,
     mask_scale,
     mask_support,
     output_layer,
     read_indicators,
     tune_alpha,
+    tune_decoys,
     zero_sum_masks,
 )
+from flsec_flower.aggregation import RoundContext
 from flsec_flower.app import registry
 from flsec_flower.client_state import ClientState
-from flsec_flower.config import ConfigError, from_dict
-from flsec_flower.data import Dataset
-from flsec_flower.experiment import ClientEnv
+from flsec_flower.config import ConfigError
 from flsec_flower.models import build_model, get_weights
+from strategies import CosineClustering
 from strategies.foolsgold import foolsgold_weights
+from tests.attack_env import toy_data, toy_env
+from tests.test_attack_mods import (
+    context,
+    fake_handler,
+    reply_arrays,
+    task_identity,  # noqa: F401  (fixture)
+    train_message,
+)
 
 ATTACKERS = [1, 3, 4]
 
 
 def make_env(params=None, partition_id=1, n=16):
-    cfg = from_dict(
-        {
-            "data": {"num_clients": 6},
-            "model": {"name": "logreg"},
-            "training": {"batch_size": 8, "device": "cpu"},
-            "attack": {"name": "three_dfed", "malicious_ids": ATTACKERS, "params": params or {}},
-        }
+    data = toy_data(n, seed=partition_id)
+    return toy_env(
+        "three_dfed", ATTACKERS, params, num_clients=6, partition_id=partition_id, data=data
     )
-    y = torch.arange(n) % 10
-    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(partition_id)) * 0.5
-    ds = Dataset("toy", x, y, x.clone(), y.clone(), num_classes=10)
-    return ClientEnv(partition_id, x, y, ds, cfg, torch.device("cpu"))
 
 
 def initial_weights():
@@ -111,6 +121,10 @@ def test_reading_and_tuning_by_hand():
         ({"mask_alpha": 1.0}, "mask_alpha"),
         ({"indicator_value": 0.0}, "indicator_value"),
         ({"target_class": 10}, "target_class"),
+        ({"decoys": 3}, "decoys"),
+        ({"decoys": 2, "max_decoys": 1}, "decoys"),
+        ({"max_decoys": -1}, "max_decoys"),
+        ({"decoy_shift": 0.0}, "decoy_shift"),
     ],
 )
 def test_bad_parameters_name_the_key(params, key):
@@ -189,3 +203,151 @@ def test_server_metric_is_the_pixel_trigger_backdoor_accuracy():
         model[1].weight[3, -1] = 1.0  # the bottom-right pixel, inside the 5x5 square
     got = ThreeDFedClient.server_metrics(env.cfg, env.dataset)(model)
     assert got == {"backdoor_accuracy": 1.0}
+
+
+def flat(weights):
+    return np.concatenate([np.ravel(w) for w in weights])
+
+
+def test_decoy_construction_by_hand():
+    # 3 classes, target 2, both other rows masked (zero masks): the indicators and the decoy's
+    # coordinate are in row 2 of the output weight (flat 8..11); no earlier global model, so the
+    # indicators are the first two free coordinates, 8 (rank 0) and 9 (rank 1)
+    p = ThreeDFed(target_class=2, mask_neurons=2, mask_std=0.0, indicator_value=0.5, decoys=1)
+    g = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    benign = [np.array([[0.2] * 4, [0.2] * 4, [0, 0, 0.1, 0.1]], np.float32), np.full(3, 0.1)]
+    trained = [benign[0].copy(), np.array([0.1, 0.1, 0.3], np.float32)]
+    trained[0][2, 2] = 0.3  # |bd - ben| over 10, 11: 0.2, 0.0, so the decoy moves 11
+    assert decoy_positions(flat(trained), flat(benign), np.arange(15) < 10, 1).tolist() == [11]
+    # ||bd|| > ||ben||: scale 1
+    sent = [craft_update(p, Colluder(r, 2, 0, 3), g, trained, benign, None, 1) for r in (0, 1)]
+    expected = flat(benign)
+    expected[11] += 10.0  # decoy_shift
+    expected[9] = 0.5  # its indicator
+    np.testing.assert_allclose(flat(sent[1].weights), expected, atol=1e-6)
+    backdoor = flat(trained)
+    backdoor[8] = 0.5
+    np.testing.assert_allclose(flat(sent[0].weights), backdoor, atol=1e-6)
+    assert [s.metrics[DECOY] for s in sent] == [False, True]
+    assert sent[0].metrics[DECOYS] == 1
+
+
+def test_decoy_count_follows_the_indicators():
+    assert tune_decoys(0, ["r", "r"], [], False, 2) == 1  # backdoors caught: one decoy more
+    assert tune_decoys(2, ["c"], ["a", "r"], False, 2) == 1  # an accepted decoy is wasted
+    assert tune_decoys(2, ["r"], ["r", "r"], False, 2) == 2  # at the cap
+    assert tune_decoys(1, ["r"], ["r"], True, 2) == 0  # weak DP: none
+    with pytest.raises(ValueError, match="decoys"):
+        decoy_positions(np.zeros(3), np.zeros(3), np.array([True, True, False]), 2)
+    # through the attack's memory: an unchanged global model rejected all three backdoors
+    p = ThreeDFed(target_class=2, mask_neurons=1, indicator_value=0.5)
+    g = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    trained = [np.full((3, 4), 0.1, np.float32), np.full(3, 0.1, np.float32)]
+    first = [craft_update(p, Colluder(r, 3, 0, 3), g, trained, trained, None, 1) for r in range(3)]
+    assert all(c.metrics[DECOYS] == 0 and not c.metrics[DECOY] for c in first)
+    second = [
+        craft_update(p, Colluder(r, 3, 0, 3), g, trained, trained, first[r].memory, 2)
+        for r in range(3)
+    ]
+    assert [c.metrics[DECOY] for c in second] == [False, False, True]
+    assert second[0].metrics[DECOYS] == 1 and second[0].metrics[ACCEPTED] == 0.0
+
+
+def test_a_decoy_draws_cosine_clustering_off_the_masked_backdoors():
+    """3DFed's decoy property: the detector spends its outlier label on the decoy.
+
+    Five honest updates around a common direction, three attackers whose
+    backdoored updates add a shared backdoor direction (all small, norm ~0.2).
+    Without decoys the backdoors form the smaller cosine cluster and are
+    flagged; with one decoy (the benign update with one coordinate moved by 10)
+    the two clusters are the decoy and everyone else, so both masked backdoors
+    are aggregated.
+    """
+    rng = np.random.default_rng(0)
+    like = [np.zeros((10, 20), np.float32), np.zeros(10, np.float32)]
+    d = 210
+    common, direction = rng.normal(size=d), rng.normal(size=d)
+
+    def model(vector):
+        return [vector[:200].reshape(10, 20).astype(np.float32), vector[200:].astype(np.float32)]
+
+    honest = [0.01 * (common + 0.3 * rng.normal(size=d)) for _ in range(5)]
+    benign = [0.01 * (common + 0.3 * rng.normal(size=d)) for _ in range(3)]
+    trained = [b + 0.01 * direction for b in benign]
+    n = 8
+    ctx = RoundContext(
+        server_round=1,
+        partition_ids=list(range(n)),
+        num_examples=torch.ones(n),
+        global_params=torch.zeros(d),
+        generator=torch.Generator().manual_seed(0),
+    )
+    for decoys, flagged in ((0, [5, 6, 7]), (1, [7])):
+        p = ThreeDFed(mask_std=1e-4, indicator_value=1e-3, decoys=decoys)
+        sent = [
+            flat(
+                craft_update(
+                    p, Colluder(r, 3, 0, 10), like, model(trained[r]), model(benign[r]), None, 1
+                ).weights
+            )
+            for r in range(3)
+        ]
+        updates = torch.tensor(np.stack(honest + sent), dtype=torch.float32)
+        agg = CosineClustering(device="cpu").aggregate_updates(updates, ctx)
+        assert agg.flagged == flagged
+
+
+def test_mod_sends_bit_for_bit_what_the_client_crafts():
+    """Two rounds, three attackers (one decoy at first): the mod sends the client's ``craft``.
+
+    The second global model is the mean of the first round's replies, so every
+    indicator reads 1/3 of its value: all accepted, and the accepted decoy is dropped.
+    """
+    params = {"mask_neurons": 4, "mask_std": 0.5, "decoys": 1}
+    rng = np.random.default_rng(0)
+    clients = [registry.build_client(make_env(params, pid), True) for pid in ATTACKERS]
+    contexts = [context() for _ in ATTACKERS]
+    g = initial_weights()
+    for server_round, decoys in ((1, 1), (2, 0)):
+        sent = []
+        for rank, (client, ctxt) in enumerate(zip(clients, contexts, strict=True)):
+            trained = [a + rng.normal(scale=1e-3, size=a.shape).astype(a.dtype) for a in g]
+            client.benign = trained  # the mod's benign model is the handler's reply
+            expected = client.craft(g, trained, server_round)
+            mod = three_dfed_mod(rank, len(ATTACKERS), client.env.cfg.seed, **params)
+            reply = mod(
+                train_message({"server-round": server_round}, arrays={"w": g[0], "b": g[1]}),
+                ctxt,
+                fake_handler({"w": trained[0], "b": trained[1]}),
+            )
+            out = reply_arrays(reply)
+            for got, want in zip((out["w"], out["b"]), expected, strict=True):
+                assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+            assert client.round_metrics[DECOYS] == decoys
+            assert client.round_metrics[DECOY] == (rank >= 3 - decoys)
+            assert THREE_DFED_STATE in ctxt.state.array_records
+            sent.append(expected)
+        g = [np.mean(layer, axis=0).astype(np.float32) for layer in zip(*sent, strict=True)]
+    assert clients[0].round_metrics[ACCEPTED] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"rank": 3}, "rank"),
+        ({"decoys": 3}, "decoys"),
+        ({"mask_neurons": 10}, "mask_neurons"),
+        ({"target_class": 10}, "target_class"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_mod_rejects_bad_parameters_by_name(kwargs, key):
+    args = {"rank": 0, "attackers": 3, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=key):
+        three_dfed_mod(**args)
+
+
+def test_mod_answers_an_error_for_a_model_without_output_layer():
+    reply = three_dfed_mod(0, 3, 0)(train_message({"server-round": 1}), context(), fake_handler())
+    assert reply.has_error() and "three_dfed_mod" in reply.error.reason
+    assert "output layer" in reply.error.reason
