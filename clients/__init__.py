@@ -8,7 +8,7 @@ wrapper (:mod:`clients.poisoned_data`), omniscient attacks as
 subclasses (here), as Message-API client mods (:mod:`clients.mods`) and as a
 standalone ``NumPyClient`` built from plain arguments (:mod:`clients.standalone`).
 
-Names are resolved on first use (:func:`__getattr__`): ``import clients``
+Names are resolved on first use (:func:`flsec_flower.lazy.lazy_attributes`): ``import clients``
 costs almost nothing, which matters where Flower starts a fresh process
 per message. A new module adds its names to ``_LAZY``, to the
 ``TYPE_CHECKING`` imports (for type checkers) and to ``__all__``;
@@ -17,8 +17,9 @@ per message. A new module adds its names to ``_LAZY``, to the
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from flsec_flower.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from clients.agr_tailored import AgrTailored, AgrTailoredClient
@@ -187,21 +188,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import the module that defines ``name`` on first use (PEP 562).
-
-    ``import clients`` then loads no rule's dependencies (torch, Flower);
-    ``from clients import SignFlipClient`` loads ``clients.sign_flip`` and what it needs.
-    The value is cached in the package, so later look-ups are plain.
-    """
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The package's names, the lazy ones included."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__, globals())
