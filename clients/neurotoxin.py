@@ -68,7 +68,7 @@ def bottom_k_mask(change: NDArrays, ratio: float) -> list[np.ndarray]:
 class Neurotoxin:
     r"""Neurotoxin's update transform (Zhang et al., ICML 2022).
 
-    Zhang, Panda, Song, Yang, Mahoney, Mittal, Ramchandran & Gonzalez,
+    Zhang, Panda, Song, Yang, Mahoney, Gonzalez, Ramchandran & Mittal,
     "Neurotoxin: Durable Backdoors in Federated Learning", ICML 2022. Benign
     clients mostly move the coordinates with the largest updates; the
     attacker estimates the benign update by the last change of the global
