@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from flwr.app import RecordDict
@@ -65,8 +65,9 @@ class CellClient(NumPyClient):
         The node's partition.
     cfgs : list of ExperimentConfig
         The experiments, indexed by ``cell``.
-    indices : list of list of numpy.ndarray
-        Each experiment's partition indices, computed once by the driver.
+    indices : sequence of list of numpy.ndarray
+        Each experiment's partition indices, computed once by the driver (in a
+        simulation a :class:`~flsec_flower.app.shared_indices.SharedIndices`).
     records : flwr.app.RecordDict, optional
         The node's ``Context.state``; each cell's client keeps its state
         there under its own keys (:mod:`flsec_flower.client_state`).
@@ -76,7 +77,7 @@ class CellClient(NumPyClient):
         self,
         partition_id: int,
         cfgs: list[ExperimentConfig],
-        indices: list[list[np.ndarray]],
+        indices: Sequence[list[np.ndarray]],
         records: RecordDict | None = None,
     ) -> None:
         self.partition_id = partition_id
@@ -122,12 +123,15 @@ def _partition_id(context: Context, num_clients: int) -> int:
 
 
 def make_cell_client_fn(
-    cfgs: list[ExperimentConfig], indices: list[list[np.ndarray]]
+    cfgs: list[ExperimentConfig], indices: Sequence[list[np.ndarray]]
 ) -> Callable[[Context], Client]:
     """``client_fn`` of a federation shared by the experiments ``cfgs``.
 
     ``indices`` (each experiment's partition, computed by the caller) travel
-    with the function, so Ray actors need not run the partitioners again.
+    with the function, so Ray actors need not run the partitioners again; the
+    function is pickled with every message, so a simulation passes a
+    :class:`~flsec_flower.app.shared_indices.SharedIndices`, which pickles
+    as an object reference.
     """
 
     def client_fn(context: Context) -> Client:

@@ -19,6 +19,7 @@ from flsec_flower.app import registry
 from flsec_flower.app.client_app import make_cell_client_fn
 from flsec_flower.app.interrupts import handle_interrupts, ray_start_watchdog
 from flsec_flower.app.server_app import SequentialServer
+from flsec_flower.app.shared_indices import SharedIndices
 from flsec_flower.checkpoint import load_checkpoint, read_status
 from flsec_flower.config import ConfigError, ExperimentConfig, from_dict, read_yaml
 from flsec_flower.experiment import (
@@ -209,6 +210,8 @@ def _simulate(
     verbose: bool,
 ) -> list[Path]:
     """Run the simulation for ``runs``; mark unfinished runs failed on an error."""
+    import ray
+
     cfgs = [cfg for cfg, _ in runs]
     indices = [client_indices(cfg, experiment_dataset(cfg)) for cfg in cfgs]
 
@@ -226,9 +229,10 @@ def _simulate(
         with ray_start_watchdog(recorders), handle_interrupts(recorders) as reinstall:
             start_ray(cfgs[0])
             reinstall()  # ray.init replaced the SIGTERM handler with its own
+            shared = SharedIndices(ray.put(indices))
             run_simulation(
                 server_app=ServerApp(server_fn=server_fn),
-                client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, indices)),
+                client_app=ClientApp(client_fn=make_cell_client_fn(cfgs, shared)),
                 num_supernodes=cfgs[0].data.num_clients,
                 backend_config=backend_config(cfgs[0]),
                 verbose_logging=verbose,
