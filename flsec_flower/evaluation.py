@@ -73,6 +73,10 @@ class CentralEvaluator:
         self.num_classes = dataset.num_classes
         self.model = model.to(device)
         self.x = dataset.x_test.to(device)
+        if device.type == "cpu" and self.x.dim() == 4:
+            # Images: convolutions and pooling run ~1.5x faster on CPU in NHWC layout.
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = dataset.y_test.to(device)
         self.groups = {k: v.to(device) for k, v in dataset.groups_test.items()}
         self.extra = extra or []
