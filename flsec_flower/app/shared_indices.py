@@ -4,8 +4,9 @@ Flower's Ray backend pickles the ``client_fn`` with every message it sends to
 a client actor. A simulation that runs many experiments (a baseline's cells)
 gives that function every experiment's partition indices (each a permutation
 of the training set), so each message carried megabytes: the 114 cells of the
-model-replacement baseline (57 distinct layouts) pickled 27.5 MB per message. :class:`SharedIndices` pickles
-as an object reference only; each actor process fetches the indices once.
+model-replacement baseline (57 distinct layouts) pickled 27.5 MB per message.
+:class:`SharedIndices` pickles as an object reference only; each actor
+process fetches the indices once.
 """
 
 from __future__ import annotations
