@@ -244,9 +244,18 @@ def predict(rows: list[dict], side: str, rule: str, n: int, d: int) -> float | N
 
 
 def run_cell(
-    n: int, d: int, budget: float, cap: float | None, rows: list[dict], all_rules: bool
+    n: int,
+    d: int,
+    budget: float,
+    cap: float | None,
+    rows: list[dict],
+    all_rules: bool,
+    save: Callable[[list[dict]], None] = lambda out: None,
 ) -> list[dict]:
     """Time every rule (ours and Flower's) on one random ``(n, d)`` matrix.
+
+    ``save`` gets the cell's rows after our rules and after each Flower call
+    (a run stopped mid-cell keeps what it measured).
 
     Without a ``cap``, a Flower call predicted (from ``rows``) over ``budget``
     seconds is skipped; with one, every Flower call runs and is stopped at
@@ -267,6 +276,7 @@ def run_cell(
         outputs[name] = agg.numpy()
         out.append({"rule": name, "n": n, "d": d, "f": f, "ours_s": seconds})
         print(f"  n={n} d={d:.0e} {name}: {seconds:.3f} s", file=sys.stderr, flush=True)
+    save(out)
     results = [([row], 1) for row in host]
     for row in out:
         name = row["rule"]
@@ -279,6 +289,7 @@ def run_cell(
         call = lambda name=name: legacy[name](results)  # noqa: E731
         record_reference(row, "legacy", call, _cap_for(row, cap), outputs[name])
         _log_reference(row, "legacy")
+        save(out)
     if available_bytes() < 5 * host.nbytes:
         for row in out:
             row["msg_skipped"] = "memory (the records need 5 copies of the matrix)"
@@ -297,6 +308,7 @@ def run_cell(
         call = lambda name=name: msg[name](contents)  # noqa: E731
         record_reference(row, "msg", call, _cap_for(row, cap), outputs[name], offset=decode)
         _log_reference(row, "msg")
+        save(out)
     return out
 
 
@@ -585,6 +597,12 @@ def main() -> None:
         "skipped_cells": [],
     }
     rows: list[dict] = []
+
+    def save(out: list[dict]) -> None:
+        """Write the cells done and the current cell's rows so far to ``--json``."""
+        if args.json:
+            write_json(args.json, record | {"grid": rows + out, "partial": True})
+
     prior = json.loads(args.predict_from.read_text())["grid"] if args.predict_from else []
     for n, d in args.cells or profile["cells"]:
         if available_bytes() < 3.5 * n * d * 4:
@@ -595,9 +613,7 @@ def main() -> None:
             record["skipped_cells"].append({"n": n, "d": d, "reason": reason})
             print(f"skip n={n} d={d:.0e}: {reason}", file=sys.stderr)
             continue
-        rows += run_cell(n, d, budget, cap, prior + rows, args.all_rules)
-        if args.json:
-            write_json(args.json, record | {"grid": rows, "partial": True})
+        rows += run_cell(n, d, budget, cap, prior + rows, args.all_rules, save)
     record["grid"] = rows
     earlier = [row for path in args.fit_with for row in json.loads(path.read_text())["grid"]]
     fitted = fit_rows(rows, earlier)

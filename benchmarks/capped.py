@@ -14,7 +14,7 @@ is a proven lower bound on the speed-up, not a prediction. A row of the grid
 keeps, per side (``legacy`` or ``msg``):
 
 * measured: ``{side}_s``, ``{side}_speedup`` (and ``{side}_capped: false``
-  when a cap was in force);
+  and ``{side}_cap_s`` when a cap was in force);
 * stopped at the cap: ``{side}_capped: true``, ``{side}_cap_s``,
   ``{side}_stopped_after_s``, ``{side}_speedup_lower_bound``, and no
   ``{side}_s`` (so no fit or goal can read it as a time);
@@ -169,7 +169,7 @@ def record_reference(
         API's decode); ``row[side + "_total_s"]`` keeps the full time when set.
     """
     if cap is not None:
-        row[f"{side}_capped"] = False
+        row |= {f"{side}_capped": False, f"{side}_cap_s": cap}
     try:
         timing = time_reference(call, cap)
     except ReferenceCallError as exc:
@@ -179,7 +179,6 @@ def record_reference(
     if timing.capped:
         row |= {
             f"{side}_capped": True,
-            f"{side}_cap_s": cap,
             f"{side}_stopped_after_s": seconds,
             f"{side}_speedup_lower_bound": seconds / row["ours_s"],
         }
