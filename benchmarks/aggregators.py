@@ -23,7 +23,12 @@ on the same matrix, in both of Flower's APIs:
 A Flower cell whose predicted time (from the cost model fitted on the cells
 already run: Krum n^2 d, Bulyan n^3 d, median n d) exceeds ``--flower-budget``
 seconds is not run; the table says "skip" and the JSON holds the
-prediction. Every pair that runs is checked for agreement (max |diff|).
+prediction as ``*_predicted_s`` (never as a time or a ratio). With
+``--reference-cap SECONDS`` nothing is predicted: every Flower call runs in a
+forked child and is stopped after SECONDS, or twice our rule's time if that
+is longer (so a stopped call proves a ratio >= 2; ``capped.py``); the table says
+"> SECONDS" and the ratio "> x", a measured lower bound, and the JSON row says
+``*_capped: true``. Every pair that finishes is checked for agreement (max |diff|).
 Flower's Message-API ``Bulyan`` picks its theta updates by one Multi-Krum
 pass instead of the paper's recursive Krum (which ours and Flower's legacy
 rule apply), so its result can differ from both.
@@ -40,6 +45,7 @@ at n = 100, d = 1e6; no rule slower than Flower's (either API) in any cell.
 
     python benchmarks/aggregators.py --quick           # about 10 minutes on 2 cores
     python benchmarks/aggregators.py --profile full --json runs/aggregators_full.json
+    python benchmarks/aggregators.py --cells 1000x1e6 --reference-cap 300 --skip-memory
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from capped import record_reference, speedup
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.server.strategy.aggregate import (
     aggregate_bulyan,
@@ -89,6 +96,8 @@ from strategies.trimmed_mean import trimmed_mean
 BETA = 0.1
 SIGMA = 0.01
 KRUM_TARGET = 20.0
+CAP_OVER_OURS = 2.0
+"""A Flower call's cap is at least this many times our rule's time on the cell."""
 MEMORY_TARGET = 2.0
 COORDINATE_WISE = ("median", "trimmed_mean", "bulyan")
 PROFILES = {
@@ -234,8 +243,25 @@ def predict(rows: list[dict], side: str, rule: str, n: int, d: int) -> float | N
     return ref[f"{side}_s"] * (n / ref["n"]) ** k * (d / ref["d"])
 
 
-def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -> list[dict]:
-    """Time every rule (ours and Flower's) on one random ``(n, d)`` matrix."""
+def run_cell(
+    n: int,
+    d: int,
+    budget: float,
+    cap: float | None,
+    rows: list[dict],
+    all_rules: bool,
+    save: Callable[[list[dict]], None] = lambda out: None,
+) -> list[dict]:
+    """Time every rule (ours and Flower's) on one random ``(n, d)`` matrix.
+
+    ``save`` gets the cell's rows after our rules and after each Flower call
+    (a run stopped mid-cell keeps what it measured).
+
+    Without a ``cap``, a Flower call predicted (from ``rows``) over ``budget``
+    seconds is skipped; with one, every Flower call runs and is stopped at
+    ``cap`` seconds, or twice our rule's time if that is longer, so that a
+    stopped call proves Flower >= 2x slower (:mod:`capped`); nothing is predicted.
+    """
     f = byzantine(n)
     rng = np.random.default_rng(0)
     host = rng.standard_normal((n, d), dtype=np.float32)
@@ -250,22 +276,23 @@ def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -
         outputs[name] = agg.numpy()
         out.append({"rule": name, "n": n, "d": d, "f": f, "ours_s": seconds})
         print(f"  n={n} d={d:.0e} {name}: {seconds:.3f} s", file=sys.stderr, flush=True)
+    save(out)
     results = [([row], 1) for row in host]
     for row in out:
         name = row["rule"]
         if name not in legacy:
             continue
-        guess = predict(rows + out, "legacy", name, n, d)
+        guess = None if cap is not None else predict(rows + out, "legacy", name, n, d)
         if guess is not None and guess > budget:
             row["legacy_predicted_s"] = guess
             continue
-        row["legacy_s"], ref = timed(lambda name=name: legacy[name](results))
-        row["legacy_diff"] = float(np.abs(outputs[name] - ref).max())
-        row["legacy_speedup"] = row["legacy_s"] / row["ours_s"]
-        print(f"  flower legacy {name}: {row['legacy_s']:.3f} s", file=sys.stderr, flush=True)
+        call = lambda name=name: legacy[name](results)  # noqa: E731
+        record_reference(row, "legacy", call, _cap_for(row, cap), outputs[name])
+        _log_reference(row, "legacy")
+        save(out)
     if available_bytes() < 5 * host.nbytes:
         for row in out:
-            row["msg_skipped"] = "memory"
+            row["msg_skipped"] = "memory (the records need 5 copies of the matrix)"
         return out
     contents = records(host)
     decode, _ = timed(lambda: [c["arrays"].to_numpy_ndarrays() for c in contents])
@@ -273,16 +300,38 @@ def run_cell(n: int, d: int, budget: float, rows: list[dict], all_rules: bool) -
         name = row["rule"]
         if name not in msg:
             continue
-        guess = predict(rows + out, "msg", name, n, d)
+        guess = None if cap is not None else predict(rows + out, "msg", name, n, d)
         if guess is not None and guess > budget:
             row["msg_predicted_s"] = guess
             continue
-        total, ref = timed(lambda name=name: msg[name](contents))
-        row |= {"msg_total_s": total, "msg_decode_s": decode, "msg_s": max(total - decode, 1e-9)}
-        row["msg_diff"] = float(np.abs(outputs[name] - ref).max())
-        row["msg_speedup"] = row["msg_s"] / row["ours_s"]
-        print(f"  flower msg {name}: {total:.3f} s", file=sys.stderr, flush=True)
+        row["msg_decode_s"] = decode
+        call = lambda name=name: msg[name](contents)  # noqa: E731
+        record_reference(row, "msg", call, _cap_for(row, cap), outputs[name], offset=decode)
+        _log_reference(row, "msg")
+        save(out)
     return out
+
+
+def _cap_for(row: dict, cap: float | None) -> float | None:
+    """The cap of one Flower call: ``cap``, raised to twice our time so a stop proves >= 2x."""
+    return None if cap is None else max(cap, CAP_OVER_OURS * row["ours_s"])
+
+
+def _log_reference(row: dict, side: str) -> None:
+    """One stderr line per Flower call: its time, the cap it hit, or why it failed."""
+    if f"{side}_failed" in row:
+        said = f"failed: {row[side + '_failed']}"
+    elif row.get(f"{side}_capped"):
+        said = f"stopped at the cap after {row[side + '_stopped_after_s']:.1f} s"
+    else:
+        said = f"{row[side + '_s']:.3f} s"
+    print(f"  flower {side} {row['rule']}: {said}", file=sys.stderr, flush=True)
+
+
+def fit_rows(rows: list[dict], earlier: list[dict]) -> list[dict]:
+    """Rows for the fit: ``rows``, and ``earlier``'s for (rule, n, d) not in ``rows``."""
+    here = {(r["rule"], r["n"], r["d"]) for r in rows}
+    return rows + [r for r in earlier if (r["rule"], r["n"], r["d"]) not in here]
 
 
 def fit_exponents(rows: list[dict], key: str) -> dict[str, dict]:
@@ -354,22 +403,31 @@ def _cell(value: float | None, fmt: str = "{:.3f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _reference_cells(row: dict, side: str) -> tuple[str, str]:
+    """Flower's time and ratio as table text: measured, ``> cap`` (a bound), skip or fail."""
+    if f"{side}_predicted_s" in row:
+        return "skip", "-"
+    if f"{side}_failed" in row:
+        return "fail", "-"
+    if row.get(f"{side}_capped"):
+        return f"> {row[side + '_stopped_after_s']:.3g}", f"> {speedup(row, side)[0]:.1f}x"
+    return _cell(row.get(f"{side}_s")), _cell(row.get(f"{side}_speedup"), "{:.1f}x")
+
+
 def grid_table(rows: list[dict]) -> str:
     head = (
-        f"{'rule':<18}{'n':>6}{'d':>7}{'ours s':>9}{'legacy s':>10}{'x':>8}"
-        f"{'msg s':>9}{'x':>8}{'max|diff|':>11}"
+        f"{'rule':<18}{'n':>6}{'d':>7}{'ours s':>9}{'legacy s':>10}{'x':>9}"
+        f"{'msg s':>9}{'x':>9}{'max|diff|':>11}"
     )
     lines = [head]
     for r in rows:
-        legacy = r.get("legacy_s")
-        msg = r.get("msg_s")
-        diff = max(r.get("legacy_diff", 0.0), r.get("msg_diff", 0.0)) if legacy or msg else None
+        diffs = [r[key] for key in ("legacy_diff", "msg_diff") if key in r]
+        legacy, legacy_x = _reference_cells(r, "legacy")
+        msg, msg_x = _reference_cells(r, "msg")
         lines.append(
             f"{r['rule']:<18}{r['n']:>6}{r['d']:>7.0e}{r['ours_s']:>9.3f}"
-            f"{(_cell(legacy) if 'legacy_predicted_s' not in r else 'skip'):>10}"
-            f"{_cell(r.get('legacy_speedup'), '{:.1f}x'):>8}"
-            f"{(_cell(msg) if 'msg_predicted_s' not in r else 'skip'):>9}"
-            f"{_cell(r.get('msg_speedup'), '{:.1f}x'):>8}{_cell(diff, '{:.1e}'):>11}"
+            f"{legacy:>10}{legacy_x:>9}{msg:>9}{msg_x:>9}"
+            f"{_cell(max(diffs) if diffs else None, '{:.1e}'):>11}"
         )
     return "\n".join(lines)
 
@@ -401,23 +459,50 @@ def memory_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _unmeasured(row: dict, side: str) -> str:
+    """Why a Flower side has neither a time nor a bound for this row."""
+    if f"{side}_predicted_s" in row:
+        return f"skipped, predicted {row[side + '_predicted_s']:.4g} s (not run)"
+    if f"{side}_failed" in row:
+        return f"failed: {row[side + '_failed']}"
+    if f"{side}_skipped" in row:
+        return f"skipped: {row[side + '_skipped']}"
+    return "not run"
+
+
 def goals(rows: list[dict]) -> dict:
-    """Krum / Multi-Krum >= 20x Flower's legacy at (100, 1e6); nothing slower than Flower."""
+    """Krum / Multi-Krum >= 20x Flower's legacy at (100, 1e6); nothing slower than Flower.
+
+    A Flower call stopped at the cap counts through its proven lower bound
+    (:func:`capped.speedup`). ``not_proven`` lists the (rule, cell, side)
+    pairs with neither a measured ratio >= 1 nor a bound >= 1: skipped on a
+    prediction, failed, or stopped at a cap below our own time.
+    """
     krum_cell = {
-        r["rule"]: r.get("legacy_speedup")
+        r["rule"]: speedup(r, "legacy")
         for r in rows
         if (r["n"], r["d"]) == (100, 1_000_000) and r["rule"] in ("krum", "multikrum")
     }
-    slower = [
-        f"{r['rule']} n={r['n']} d={r['d']:.0e} vs {side} ({r[side + '_speedup']:.2f}x)"
-        for r in rows
-        for side in ("legacy", "msg")
-        if r.get(side + "_speedup") is not None and r[side + "_speedup"] < 1.0
-    ]
+    slower, unproven = [], []
+    for r in rows:
+        if r["rule"] not in FLOWER_COST_EXPONENT:
+            continue
+        for side in ("legacy", "msg"):
+            value, bound = speedup(r, side)
+            where = f"{r['rule']} n={r['n']} d={r['d']:.0e} vs {side}"
+            if value is None:
+                unproven.append(f"{where}: {_unmeasured(r, side)}")
+            elif value < 1.0 and bound:
+                unproven.append(f"{where}: > {value:.2f}x (capped)")
+            elif value < 1.0:
+                slower.append(f"{where} ({value:.2f}x)")
     return {
-        "krum_speedup_at_100_1e6": krum_cell,
-        "krum_met": bool(krum_cell) and all((v or 0) >= KRUM_TARGET for v in krum_cell.values()),
+        "krum_speedup_at_100_1e6": {rule: value for rule, (value, _) in krum_cell.items()},
+        "krum_speedup_is_lower_bound": {rule: bound for rule, (_, bound) in krum_cell.items()},
+        "krum_met": bool(krum_cell)
+        and all((value or 0) >= KRUM_TARGET for value, _ in krum_cell.values()),
         "slower_than_flower": slower,
+        "not_proven": unproven,
     }
 
 
@@ -448,6 +533,22 @@ def main() -> None:
         type=Path,
         help="JSON of an earlier run whose cells also feed the Flower time predictions",
     )
+    parser.add_argument(
+        "--reference-cap",
+        type=float,
+        metavar="SECONDS",
+        help="run every Flower call, stopped after SECONDS or twice our time if longer (in a "
+        "forked child): the cell reports 'Flower > t' and the ratio as a lower bound; "
+        "nothing is predicted",
+    )
+    parser.add_argument(
+        "--fit-with",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="earlier runs whose measured cells join the fitted cost (not the table)",
+    )
     parser.add_argument("--all-rules", action="store_true", help="also time our other rules")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory runs")
     parser.add_argument(
@@ -462,6 +563,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--d", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reference_cap is not None and (args.predict_from or args.flower_budget):
+        parser.error(
+            "--reference-cap runs every Flower call and stops it at the cap; "
+            "--flower-budget and --predict-from skip calls on a prediction: give one or the other"
+        )
     if args.memory_worker:
         memory_worker(args.memory_worker, args.n, args.d)
         return
@@ -476,6 +582,7 @@ def main() -> None:
         return
     profile = PROFILES["quick" if args.quick else args.profile]
     budget = args.flower_budget or profile["flower_budget"]
+    cap = args.reference_cap
     record: dict = {
         "profile": "quick" if args.quick else args.profile,
         "date": time.strftime("%Y-%m-%d"),
@@ -483,29 +590,52 @@ def main() -> None:
         f"{torch.get_num_threads()}, {available_bytes() / 2**30:.0f} GiB available at start",
         "beta": BETA,
         "f": "n // 10",
-        "flower_budget_s": budget,
+        "flower_budget_s": None if cap is not None else budget,
+        "reference_cap_s": cap,
+        "predicted_from": str(args.predict_from) if args.predict_from else None,
         "cells": args.cells or profile["cells"],
         "skipped_cells": [],
     }
     rows: list[dict] = []
+
+    def save(out: list[dict]) -> None:
+        """Write the cells done and the current cell's rows so far to ``--json``."""
+        if args.json:
+            write_json(args.json, record | {"grid": rows + out, "partial": True})
+
     prior = json.loads(args.predict_from.read_text())["grid"] if args.predict_from else []
     for n, d in args.cells or profile["cells"]:
         if available_bytes() < 3.5 * n * d * 4:
-            record["skipped_cells"].append({"n": n, "d": d, "reason": "does not fit in memory"})
-            print(f"skip n={n} d={d:.0e}: matrix does not fit", file=sys.stderr)
+            reason = (
+                f"does not fit in memory: needs {3.5 * n * d * 4 / 2**30:.0f} GiB "
+                f"(3.5 matrices), {available_bytes() / 2**30:.0f} GiB available"
+            )
+            record["skipped_cells"].append({"n": n, "d": d, "reason": reason})
+            print(f"skip n={n} d={d:.0e}: {reason}", file=sys.stderr)
             continue
-        rows += run_cell(n, d, budget, prior + rows, args.all_rules)
-        if args.json:
-            write_json(args.json, record | {"grid": rows, "partial": True})
+        rows += run_cell(n, d, budget, cap, prior + rows, args.all_rules, save)
     record["grid"] = rows
-    record["fits"] = {key: fit_exponents(rows, key) for key in ("ours_s", "legacy_s", "msg_s")}
+    earlier = [row for path in args.fit_with for row in json.loads(path.read_text())["grid"]]
+    fitted = fit_rows(rows, earlier)
+    record["fit_cells_from"] = ["this run", *map(str, args.fit_with)]
+    record["fits"] = {key: fit_exponents(fitted, key) for key in ("ours_s", "legacy_s", "msg_s")}
     record["goals"] = goals(rows)
-    print(f"\nf = n // 10, beta = {BETA}; 'skip': predicted over {budget:.0f} s (JSON)")
+    print(f"\nf = n // 10, beta = {BETA}")
+    if cap is not None:
+        print(
+            f"'> t': Flower's call stopped at the {cap:g} s cap after t s; "
+            "'> x': the ratio's lower bound (both measured, not predicted)"
+        )
+    else:
+        print(
+            f"'skip': Flower's call not run, predicted over {budget:.0f} s "
+            "(the prediction is in the JSON as *_predicted_s; not a measurement)"
+        )
     print("Flower msg Bulyan selects by one Multi-Krum pass (not recursive Krum): may differ")
     print(grid_table(rows))
     for cell in record["skipped_cells"]:
         print(f"cell n={cell['n']} d={cell['d']:.0e} skipped: {cell['reason']}")
-    print("\nfitted cost t ~ n^a d^b")
+    print(f"\nfitted cost t ~ n^a d^b, cells from: {', '.join(record['fit_cells_from'])}")
     print(fit_table(record["fits"]))
     if not args.skip_memory:
         n, d = profile["memory_cell"]
