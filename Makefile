@@ -11,9 +11,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+# One pip call for the package and its dev extras (a second call would resolve everything and
+# build the editable wheel again); it also stands for `make install`.
+$(VENV)/.installed-dev: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
 	$(PIP) -e ".[dev]"
-	touch $@
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 

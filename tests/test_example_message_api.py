@@ -11,6 +11,7 @@ honest run must reach a sane accuracy.
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,15 @@ def run_example(flower: LocalFlower, tmp_path: Path, **config) -> dict[int, floa
     return {int(k): v for k, v in json.loads(results.read_text())["accuracy"].items()}
 
 
-def test_honest_run_of_krum_inside_bucketing_learns(tmp_path):
-    with LocalFlower(EXAMPLE) as flower:
-        accuracy = run_example(flower, tmp_path, defence="krum-bucketing", attack="none")
+@pytest.fixture(scope="module")
+def flower() -> Iterator[LocalFlower]:
+    """One local SuperLink serving the example for every run of the module."""
+    with LocalFlower(EXAMPLE) as local:
+        yield local
+
+
+def test_honest_run_of_krum_inside_bucketing_learns(flower, tmp_path):
+    accuracy = run_example(flower, tmp_path, defence="krum-bucketing", attack="none")
     assert sorted(accuracy) == [0, 1, 2, 3, 4, 5]
     assert accuracy[5] > 0.6 > accuracy[0]  # 10 classes: chance is 0.1
 
@@ -49,9 +56,8 @@ def test_honest_run_of_krum_inside_bucketing_learns(tmp_path):
     importlib.util.find_spec("clients.mods") is None,
     reason="ATTACK PART: needs clients.mods.sign_flip_mod (Task D2, branch attackmods)",
 )
-def test_krum_inside_bucketing_beats_fedavg_under_the_sign_flip_mod(tmp_path):
+def test_krum_inside_bucketing_beats_fedavg_under_the_sign_flip_mod(flower, tmp_path):
     attack = {"attack": "sign-flip", "num-attackers": 1, "attack-scale": 10.0}
-    with LocalFlower(EXAMPLE) as flower:
-        robust = run_example(flower, tmp_path, defence="krum-bucketing", **attack)
-        plain = run_example(flower, tmp_path, defence="fedavg", **attack)
+    robust = run_example(flower, tmp_path, defence="krum-bucketing", **attack)
+    plain = run_example(flower, tmp_path, defence="fedavg", **attack)
     assert robust[5] > plain[5] + 0.2, (robust, plain)

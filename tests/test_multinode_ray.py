@@ -8,6 +8,8 @@ nodes; the test reads their node ids from Ray's actor table afterwards.
 """
 
 import json
+import shutil
+import tempfile
 
 import pytest
 import ray
@@ -23,8 +25,16 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 
 
 @pytest.fixture
-def two_node_cluster():
-    """A head and one worker node, each with one CPU; stopped afterwards."""
+def two_node_cluster(monkeypatch):
+    """A head and one worker node, each with one CPU; stopped afterwards.
+
+    Its own short ``RAY_TMPDIR``: ``Cluster`` writes the head's address into
+    ``<ray temp dir>/ray_current_cluster``, and a plain ``ray.init()`` of any
+    other process on the machine (another test, a baseline run) would attach
+    to it while it runs.
+    """
+    tmp = tempfile.mkdtemp(prefix="ray_")  # short: Ray's socket paths have a limit
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
     cluster = Cluster(
         initialize_head=True, head_node_args={**NODE_ARGS, "include_dashboard": False}
     )
@@ -36,6 +46,7 @@ def two_node_cluster():
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def client_actor_nodes(address: str) -> set[str]:
