@@ -102,6 +102,33 @@ def mask_scale(alpha: float, std: float) -> float:
     return std * math.sqrt(alpha / (1.0 - alpha))
 
 
+def smallest_outside(
+    values: np.ndarray, excluded: np.ndarray, count: int, names: tuple[str, str, str]
+) -> np.ndarray:
+    """Flat indices of the ``count`` smallest ``values`` outside ``excluded``.
+
+    Ties go by position and non-finite values count as largest.
+    ``names = (key, what, outside)`` word the error raised when fewer than
+    ``count`` coordinates are left.
+
+    Examples
+    --------
+    >>> smallest_outside(np.array([0.3, np.nan, 0.0, 0.2]), np.array([0, 0, 1, 0]), 3,
+    ...                  ("k", "picks", "the mask")).tolist()
+    [3, 0, 1]
+    """
+    key, what, outside = names
+    flat = np.asarray(values, np.float64).ravel()
+    flat = np.where(np.isfinite(flat), flat, np.inf)
+    keep = ~np.asarray(excluded, bool).ravel()
+    if count > int(keep.sum()):
+        raise ValueError(
+            f"{key}: {count} {what} need {count} coordinates of the indicator layer "
+            f"outside {outside}; {int(keep.sum())} are left"
+        )
+    return np.lexsort((flat, ~keep))[:count]
+
+
 def indicator_positions(change: np.ndarray, excluded: np.ndarray, count: int) -> np.ndarray:
     r"""Flat indices into ``change`` of ``count`` indicators, attacker ``r`` taking the ``r``-th.
 
@@ -114,15 +141,12 @@ def indicator_positions(change: np.ndarray, excluded: np.ndarray, count: int) ->
     >>> indicator_positions(change, np.array([False, False, True, False]), 2).tolist()
     [1, 3]
     """
-    values = np.abs(np.asarray(change, np.float64)).ravel()
-    keep = ~np.asarray(excluded, bool).ravel()
-    values = np.where(np.isfinite(values), values, np.inf)
-    if count > int(keep.sum()):
-        raise ValueError(
-            f"mask_neurons: {count} indicators need {count} coordinates of the indicator "
-            f"layer outside the noise masks; {int(keep.sum())} are left"
-        )
-    return np.lexsort((values, ~keep))[:count]
+    return smallest_outside(
+        np.abs(np.asarray(change, np.float64)),
+        excluded,
+        count,
+        ("mask_neurons", "indicators", "the noise masks"),
+    )
 
 
 def read_indicators(feedback: np.ndarray, threshold: float) -> tuple[list[str], bool]:
@@ -187,15 +211,12 @@ def decoy_positions(
     >>> decoy_positions(bd, ben, np.array([False, True, False, False]), 2).tolist()
     [3, 0]
     """
-    diff = np.abs(np.asarray(backdoor, np.float64) - np.asarray(benign, np.float64)).ravel()
-    keep = ~np.asarray(excluded, bool).ravel()
-    diff = np.where(np.isfinite(diff), diff, np.inf)
-    if count > int(keep.sum()):
-        raise ValueError(
-            f"decoys: {count} decoy models need {count} coordinates of the indicator layer "
-            f"outside the noise masks and the indicators; {int(keep.sum())} are left"
-        )
-    return np.lexsort((diff, ~keep))[:count]
+    return smallest_outside(
+        np.abs(np.asarray(backdoor, np.float64) - np.asarray(benign, np.float64)),
+        excluded,
+        count,
+        ("decoys", "decoy models", "the noise masks and the indicators"),
+    )
 
 
 def tune_decoys(decoys: int, backdoor: list[str], decoy: list[str], weak_dp: bool, cap: int) -> int:
