@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from capped import record_reference, speedup
+from capped import record_reference, speedup, time_reference
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.server.strategy.aggregate import (
     aggregate_bulyan,
@@ -216,13 +216,8 @@ def records(host: np.ndarray) -> list[RecordDict]:
 
 def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
     """Best wall time of ``repeats`` calls (one more while a call takes under a second)."""
-    best, out, runs = float("inf"), None, 0
-    while runs < repeats or (best < 1.0 and runs < 3):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-        runs += 1
-    return best, out
+    timing = time_reference(fn, None, repeats)
+    return timing.seconds, timing.output
 
 
 def available_bytes() -> int:
